@@ -1,0 +1,474 @@
+"""Typed errors of the protocol layer.
+
+Two families matter for money safety:
+
+* MintRejectedError: the mint answered with a NUT error `{detail, code}` (a
+  4xx). The request was refused; nothing changed at the mint because of it.
+* MintAmbiguousError: a timeout, a dropped connection, or a 5xx. The request
+  may or may not have taken effect; the caller must not release funds and must
+  settle later from the mint's truth (checkstate, quote state, restore).
+
+Every error has a stable string `code` that callers can match on.
+"""
+
+from __future__ import annotations
+
+
+class CashuError(Exception):
+    """Base of every error raised by cashu-worker."""
+
+    code: str = "CASHU_ERROR"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+
+
+class InvalidTokenError(CashuError):
+    """The token could not be decoded or is not a valid Cashu token."""
+
+    code = "INVALID_TOKEN"
+
+
+class KeysetError(CashuError):
+    """A keyset is not what it claims to be, or cannot be found."""
+
+    code = "KEYSET_ERROR"
+
+
+class KeysetIdMismatchError(KeysetError):
+    """The mint's keys do not hash to the keyset id it claims."""
+
+    code = "KEYSET_ID_MISMATCH"
+
+
+class UnknownKeysetError(KeysetError):
+    """No known keyset has this id."""
+
+    code = "UNKNOWN_KEYSET"
+
+
+class AmbiguousKeysetIdError(KeysetError):
+    """A short keyset id matches more than one known keyset."""
+
+    code = "AMBIGUOUS_KEYSET_ID"
+
+
+class InvalidSignatureError(CashuError):
+    """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
+
+    code = "INVALID_SIGNATURE"
+
+
+# --- Answers from a mint -------------------------------------------------------------------------
+
+
+class MintRejectedError(CashuError):
+    """The mint refused the request (a 4xx answer); nothing changed at the mint because of it.
+
+    `mint_code` is the NUT error code from the JSON body (None when the body had none);
+    `detail` is the mint's explanation; `status_code` the HTTP status.
+    """
+
+    code = "MINT_REJECTED"
+    mint_code: int | None = None
+
+    def __init__(self, detail: str = "", *, mint_code: int | None = None, status_code: int = 400):
+        self.detail = detail or (self.__class__.__doc__ or "").strip().splitlines()[0]
+        if mint_code is not None:
+            self.mint_code = mint_code
+        self.status_code = status_code
+        label = f"code {self.mint_code}" if self.mint_code is not None else "no code"
+        super().__init__(f"mint rejected the request (HTTP {status_code}, {label}): {self.detail}")
+
+
+class ProofVerificationFailedError(MintRejectedError):
+    """Proof verification failed (NUT error 10001)."""
+
+    code = "PROOF_VERIFICATION_FAILED"
+    mint_code = 10001
+
+
+class ProofsAlreadySpentError(MintRejectedError):
+    """Proofs already spent (11001).
+
+    After an ambiguous first attempt this can mean our own earlier request went through:
+    settle from checkstate / restore, do not assume someone else spent them.
+    """
+
+    code = "PROOFS_ALREADY_SPENT"
+    mint_code = 11001
+
+
+class ProofsPendingError(MintRejectedError):
+    """Proofs are pending in another request (11002); they are not spendable yet."""
+
+    code = "PROOFS_PENDING"
+    mint_code = 11002
+
+
+class OutputsAlreadySignedError(MintRejectedError):
+    """Outputs already signed (11003); restore (NUT-09) gets their signatures back.
+
+    Nutshell 0.20 also sends 11003 for a secret that is too long.
+    """
+
+    code = "OUTPUTS_ALREADY_SIGNED"
+    mint_code = 11003
+
+
+class OutputsPendingError(MintRejectedError):
+    """Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."""
+
+    code = "OUTPUTS_PENDING"
+    mint_code = 11004
+
+
+class TransactionNotBalancedError(MintRejectedError):
+    """Transaction is not balanced: inputs != outputs + fees (11005)."""
+
+    code = "TRANSACTION_NOT_BALANCED"
+    mint_code = 11005
+
+
+class AmountOutsideLimitError(MintRejectedError):
+    """Amount outside of the mint's limit range (11006)."""
+
+    code = "AMOUNT_OUTSIDE_LIMIT"
+    mint_code = 11006
+
+
+class DuplicateInputsError(MintRejectedError):
+    """Duplicate inputs provided (11007)."""
+
+    code = "DUPLICATE_INPUTS"
+    mint_code = 11007
+
+
+class DuplicateOutputsError(MintRejectedError):
+    """Duplicate outputs provided (11008)."""
+
+    code = "DUPLICATE_OUTPUTS"
+    mint_code = 11008
+
+
+class MultipleUnitsError(MintRejectedError):
+    """Inputs or outputs of multiple units (11009)."""
+
+    code = "MULTIPLE_UNITS"
+    mint_code = 11009
+
+
+class UnitMismatchError(MintRejectedError):
+    """Inputs and outputs are not of the same unit (11010)."""
+
+    code = "UNIT_MISMATCH"
+    mint_code = 11010
+
+
+class AmountlessInvoiceNotSupportedError(MintRejectedError):
+    """Amountless invoice is not supported (11011)."""
+
+    code = "AMOUNTLESS_INVOICE_NOT_SUPPORTED"
+    mint_code = 11011
+
+
+class InvoiceAmountMismatchError(MintRejectedError):
+    """Amount in the request does not equal the invoice's (11012)."""
+
+    code = "INVOICE_AMOUNT_MISMATCH"
+    mint_code = 11012
+
+
+class UnitNotSupportedError(MintRejectedError):
+    """Unit in the request is not supported (11013)."""
+
+    code = "UNIT_NOT_SUPPORTED"
+    mint_code = 11013
+
+
+class MaxInputsExceededError(MintRejectedError):
+    """Too many inputs in one request (11014)."""
+
+    code = "MAX_INPUTS_EXCEEDED"
+    mint_code = 11014
+
+
+class MaxOutputsExceededError(MintRejectedError):
+    """Too many outputs in one request (11015)."""
+
+    code = "MAX_OUTPUTS_EXCEEDED"
+    mint_code = 11015
+
+
+class DuplicateQuoteIdsError(MintRejectedError):
+    """Duplicate quote ids in a batch request (11016, NUT-29)."""
+
+    code = "DUPLICATE_QUOTE_IDS"
+    mint_code = 11016
+
+
+class BatchSizeExceededError(MintRejectedError):
+    """Batch too large (11017, NUT-29)."""
+
+    code = "BATCH_SIZE_EXCEEDED"
+    mint_code = 11017
+
+
+class MintKeysetUnknownError(MintRejectedError):
+    """The mint does not know this keyset (12001)."""
+
+    code = "MINT_KEYSET_UNKNOWN"
+    mint_code = 12001
+
+
+class KeysetInactiveError(MintRejectedError):
+    """Keyset is inactive and cannot sign new outputs (12002); refresh keysets."""
+
+    code = "KEYSET_INACTIVE"
+    mint_code = 12002
+
+
+class KeysetExpiredError(MintRejectedError):
+    """Keyset has expired (12003)."""
+
+    code = "KEYSET_EXPIRED"
+    mint_code = 12003
+
+
+class QuoteNotPaidError(MintRejectedError):
+    """Mint quote is not paid yet (20001)."""
+
+    code = "QUOTE_NOT_PAID"
+    mint_code = 20001
+
+
+class QuoteAlreadyIssuedError(MintRejectedError):
+    """Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."""
+
+    code = "QUOTE_ALREADY_ISSUED"
+    mint_code = 20002
+
+
+class MintingDisabledError(MintRejectedError):
+    """Minting is disabled at this mint (20003)."""
+
+    code = "MINTING_DISABLED"
+    mint_code = 20003
+
+
+class LightningPaymentFailedError(MintRejectedError):
+    """The mint's Lightning payment failed (20004); the mint has released the inputs."""
+
+    code = "LIGHTNING_PAYMENT_FAILED"
+    mint_code = 20004
+
+
+class QuotePendingError(MintRejectedError):
+    """Quote is pending (20005): a payment for it is in flight."""
+
+    code = "QUOTE_PENDING"
+    mint_code = 20005
+
+
+class InvoiceAlreadyPaidError(MintRejectedError):
+    """Invoice already paid (20006)."""
+
+    code = "INVOICE_ALREADY_PAID"
+    mint_code = 20006
+
+
+class QuoteExpiredError(MintRejectedError):
+    """Quote is expired (20007)."""
+
+    code = "QUOTE_EXPIRED"
+    mint_code = 20007
+
+
+class QuoteSignatureInvalidError(MintRejectedError):
+    """NUT-20 signature on the mint request is invalid (20008)."""
+
+    code = "QUOTE_SIGNATURE_INVALID"
+    mint_code = 20008
+
+
+class QuotePubkeyRequiredError(MintRejectedError):
+    """The mint requires a NUT-20 pubkey on the mint quote (20009)."""
+
+    code = "QUOTE_PUBKEY_REQUIRED"
+    mint_code = 20009
+
+
+class ClearAuthRequiredError(MintRejectedError):
+    """Endpoint requires clear auth (30001, NUT-21)."""
+
+    code = "CLEAR_AUTH_REQUIRED"
+    mint_code = 30001
+
+
+class ClearAuthFailedError(MintRejectedError):
+    """Clear authentication failed (30002, NUT-21)."""
+
+    code = "CLEAR_AUTH_FAILED"
+    mint_code = 30002
+
+
+class BlindAuthRequiredError(MintRejectedError):
+    """Endpoint requires blind auth (31001, NUT-22)."""
+
+    code = "BLIND_AUTH_REQUIRED"
+    mint_code = 31001
+
+
+class BlindAuthFailedError(MintRejectedError):
+    """Blind authentication failed (31002, NUT-22)."""
+
+    code = "BLIND_AUTH_FAILED"
+    mint_code = 31002
+
+
+class BlindAuthAmountExceededError(MintRejectedError):
+    """Maximum blind auth token mint amount exceeded (31003, NUT-22)."""
+
+    code = "BLIND_AUTH_AMOUNT_EXCEEDED"
+    mint_code = 31003
+
+
+class BlindAuthRateLimitError(MintRejectedError):
+    """Blind auth token mint rate limit exceeded (31004, NUT-22)."""
+
+    code = "BLIND_AUTH_RATE_LIMIT"
+    mint_code = 31004
+
+
+MINT_ERRORS: dict[int, type[MintRejectedError]] = {
+    cls.mint_code: cls
+    for cls in (
+        ProofVerificationFailedError,
+        ProofsAlreadySpentError,
+        ProofsPendingError,
+        OutputsAlreadySignedError,
+        OutputsPendingError,
+        TransactionNotBalancedError,
+        AmountOutsideLimitError,
+        DuplicateInputsError,
+        DuplicateOutputsError,
+        MultipleUnitsError,
+        UnitMismatchError,
+        AmountlessInvoiceNotSupportedError,
+        InvoiceAmountMismatchError,
+        UnitNotSupportedError,
+        MaxInputsExceededError,
+        MaxOutputsExceededError,
+        DuplicateQuoteIdsError,
+        BatchSizeExceededError,
+        MintKeysetUnknownError,
+        KeysetInactiveError,
+        KeysetExpiredError,
+        QuoteNotPaidError,
+        QuoteAlreadyIssuedError,
+        MintingDisabledError,
+        LightningPaymentFailedError,
+        QuotePendingError,
+        InvoiceAlreadyPaidError,
+        QuoteExpiredError,
+        QuoteSignatureInvalidError,
+        QuotePubkeyRequiredError,
+        ClearAuthRequiredError,
+        ClearAuthFailedError,
+        BlindAuthRequiredError,
+        BlindAuthFailedError,
+        BlindAuthAmountExceededError,
+        BlindAuthRateLimitError,
+    )
+    if cls.mint_code is not None
+}
+"""NUT error code -> class. Codes not listed give a plain MintRejectedError."""
+
+_MAX_DETAIL = 300
+
+
+def _detail_text(detail: object) -> str:
+    """The mint's `detail` as a short string.
+
+    FastAPI's 422 detail is a list of errors whose `input` echoes the request, which
+    can hold proof secrets: keep only where (`loc`) and what (`msg`).
+    """
+    if isinstance(detail, str):
+        text = detail
+    elif isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()))
+                parts.append(f"{loc}: {item.get('msg', '')}".strip(": "))
+            else:
+                parts.append(str(item))
+        text = "; ".join(parts)
+    elif detail is None:
+        text = ""
+    else:
+        text = str(detail)
+    return text[:_MAX_DETAIL]
+
+
+def _code_of(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def mint_error_from_response(status_code: int, body: object) -> MintRejectedError:
+    """The error for a 4xx answer: the subclass for its NUT code, else MintRejectedError.
+
+    `body` is the parsed JSON (normally `{"detail": ..., "code": N}`) or the raw text.
+    """
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, dict):
+        mint_code = _code_of(body.get("code"))
+        detail = _detail_text(body.get("detail"))
+    else:
+        mint_code = None
+        detail = _detail_text(body if body is not None else "")
+    cls: type[MintRejectedError] = MintRejectedError
+    if mint_code is not None:
+        cls = MINT_ERRORS.get(mint_code, MintRejectedError)
+    return cls(detail, mint_code=mint_code, status_code=status_code)
+
+
+class MintAmbiguousError(CashuError):
+    """The request may or may not have taken effect at the mint.
+
+    Timeouts, dropped or refused connections, 5xx answers, and 2xx answers that do not
+    parse. Never release funds on it: settle later from the mint's truth.
+    """
+
+    code = "MINT_AMBIGUOUS"
+
+
+class MintTimeoutError(MintAmbiguousError):
+    """The mint did not answer in time."""
+
+    code = "MINT_TIMEOUT"
+
+
+class MintUnreachableError(MintAmbiguousError):
+    """The mint could not be connected to."""
+
+    code = "MINT_UNREACHABLE"
+
+
+class MintServerError(MintAmbiguousError):
+    """The mint answered with a 5xx."""
+
+    code = "MINT_SERVER_ERROR"
+
+    def __init__(self, status_code: int, body: str = "", message: str = "") -> None:
+        self.status_code = status_code
+        self.body = body[:_MAX_DETAIL]
+        super().__init__(message or f"mint server error (HTTP {status_code}): {self.body}")

@@ -1,0 +1,153 @@
+"""Outputs: blinded messages we ask the mint to sign, and turning its signatures into proofs.
+
+Every output is derived from (seed, keyset, counter) (NUT-13), so the same
+outputs can be rebuilt for a replay (NUT-19) or a restore (NUT-09). Every
+signature that carries a DLEQ proof (NUT-12) is verified before it becomes a
+proof we count as money.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from coincurve import PrivateKey, PublicKey
+
+from nuts.crypto import (
+    blind_message,
+    hash_to_curve,
+    unblind_signature,
+    verify_dleq_blinded,
+    verify_dleq_proof,
+)
+from nuts.errors import InvalidSignatureError
+from nuts.keysets import Keyset
+from nuts.models import BlindedMessage, BlindSignature, Proof, ProofDLEQ
+from nuts.secrets import derive_secret_and_r
+
+BLANK_AMOUNT = 1  # NUT-08 blanks: the mint fills in the amount it returns
+
+
+@dataclass(frozen=True)
+class PreparedOutput:
+    """A blinded message with what we need to unblind its signature later."""
+
+    amount: int
+    keyset_id: str
+    secret: str
+    r: str  # hex blinding factor; never logged
+    B_: str
+    counter: int | None = None
+
+    @property
+    def blinded_message(self) -> BlindedMessage:
+        return BlindedMessage(amount=self.amount, id=self.keyset_id, B_=self.B_)
+
+    def to_dict(self) -> dict:
+        return {
+            "amount": self.amount,
+            "keyset_id": self.keyset_id,
+            "secret": self.secret,
+            "r": self.r,
+            "B_": self.B_,
+            "counter": self.counter,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreparedOutput:
+        return cls(**data)
+
+
+def derive_outputs(
+    seed: bytes, keyset_id: str, amounts: Sequence[int], first_counter: int
+) -> list[PreparedOutput]:
+    """Deterministic outputs for counters first_counter, first_counter + 1, ..."""
+    outputs = []
+    for offset, amount in enumerate(amounts):
+        counter = first_counter + offset
+        secret, r = derive_secret_and_r(seed, keyset_id, counter)
+        B_, _ = blind_message(secret.encode(), r)
+        outputs.append(
+            PreparedOutput(amount, keyset_id, secret, r.secret.hex(), B_.format().hex(), counter)
+        )
+    return outputs
+
+
+def random_outputs(keyset_id: str, amounts: Sequence[int]) -> list[PreparedOutput]:
+    """Outputs from random secrets: only for tests and throwaway work, never for money we keep."""
+    outputs = []
+    for amount in amounts:
+        secret = os.urandom(32).hex()
+        B_, r = blind_message(secret.encode())
+        outputs.append(PreparedOutput(amount, keyset_id, secret, r.secret.hex(), B_.format().hex()))
+    return outputs
+
+
+def unblind_outputs(
+    outputs: Sequence[PreparedOutput],
+    signatures: Sequence[BlindSignature],
+    keysets: dict[str, Keyset],
+) -> list[Proof]:
+    """Proofs from the mint's signatures, paired in order; a bad DLEQ raises.
+
+    For NUT-08 change the mint returns fewer signatures than blanks, each with
+    the amount it chose; the amount (and key) come from the signature.
+    """
+    if len(signatures) > len(outputs):
+        raise InvalidSignatureError("mint returned more signatures than outputs")
+    proofs = []
+    for output, signature in zip(outputs, signatures, strict=False):
+        if signature.id != output.keyset_id:
+            raise InvalidSignatureError(
+                f"signature from keyset {signature.id}, output was for {output.keyset_id}"
+            )
+        K = keysets[signature.id].public_key(signature.amount)
+        r = PrivateKey(bytes.fromhex(output.r))
+        C_ = PublicKey(bytes.fromhex(signature.C_))
+        dleq = None
+        if signature.dleq is not None:
+            B_ = PublicKey(bytes.fromhex(output.B_))
+            e, s = bytes.fromhex(signature.dleq.e), bytes.fromhex(signature.dleq.s)
+            if not verify_dleq_blinded(B_, C_, e, s, K):
+                raise InvalidSignatureError(
+                    f"DLEQ proof of the mint's signature (amount {signature.amount}) is invalid"
+                )
+            dleq = ProofDLEQ(e=signature.dleq.e, s=signature.dleq.s, r=output.r)
+        C = unblind_signature(C_, r, K)
+        proofs.append(
+            Proof(
+                id=signature.id,
+                amount=signature.amount,
+                secret=output.secret,
+                C=C.format().hex(),
+                dleq=dleq,
+            )
+        )
+    return proofs
+
+
+def verify_proof_dleq(proof: Proof, keyset: Keyset) -> bool:
+    """A proof given to us (in a token) with a DLEQ: was it really signed by this keyset?
+
+    A proof without DLEQ cannot be checked offline and passes; the swap checks it.
+    """
+    if proof.dleq is None:
+        return True
+    try:
+        K = keyset.public_key(proof.amount)
+        return verify_dleq_proof(
+            proof.secret.encode(),
+            PublicKey(bytes.fromhex(proof.C)),
+            PrivateKey(bytes.fromhex(proof.dleq.r)),
+            bytes.fromhex(proof.dleq.e),
+            bytes.fromhex(proof.dleq.s),
+            K,
+        )
+    except ValueError:
+        return False
+
+
+def proof_y(proof: Proof) -> str:
+    """Y = hash_to_curve(secret): how the mint names a proof in checkstate (NUT-07)."""
+    return hash_to_curve(proof.secret.encode()).format().hex()
