@@ -1,0 +1,8 @@
+"""SQLAlchemy 2.0 models and the unit of work."""
+
+from models.base import Base
+from models.mints import Keyset, KeysetCounter, Mint
+from models.operations import Event, Operation
+from models.proofs import Proof, ProofState
+
+__all__ = ["Base", "Event", "Keyset", "KeysetCounter", "Mint", "Operation", "Proof", "ProofState"]

@@ -49,14 +49,16 @@ def split_amount(amount: int, denominations: Iterable[int] | None = None) -> lis
         raise ValueError(f"cannot split a negative amount ({amount})")
     if denominations is None:
         return [1 << bit for bit in range(amount.bit_length() - 1, -1, -1) if amount >> bit & 1]
+    values = sorted(set(denominations), reverse=True)
+    if any(d <= 0 for d in values):
+        raise ValueError(f"denominations must be positive, got {values}")
     parts: list[int] = []
     remaining = amount
-    for denomination in sorted(set(denominations), reverse=True):
-        while denomination <= remaining:
-            parts.append(denomination)
-            remaining -= denomination
+    for denomination in values:
+        count, remaining = divmod(remaining, denomination)
+        parts.extend([denomination] * count)
     if remaining:
-        raise ValueError(f"{amount} cannot be made of denominations {sorted(denominations)}")
+        raise ValueError(f"{amount} cannot be made of denominations {sorted(values)} greedily")
     return parts
 
 
@@ -77,53 +79,63 @@ def select_proofs(
     fee_ppk: Mapping[str, int],
     *,
     include_fees: bool = True,
+    search_budget: int = 20_000,
 ) -> list[P]:
     """Choose inputs worth `amount` plus, if include_fees, the fee of spending them.
 
-    An exact match is preferred (no swap needed); otherwise the selection with
-    the smallest overshoot, then the fewest inputs. Raises InsufficientFundsError.
+    The best selection has the smallest overshoot (0: an exact match, no swap
+    needed), then the fewest inputs. Candidates are grouped by (amount, fee);
+    a depth-first search over how many of each group to take, largest first,
+    finds it, pruned by bounds and a node budget (a wallet of a million proofs
+    still has only a few dozen groups). Raises InsufficientFundsError.
     """
     if amount <= 0:
         raise ValueError(f"amount must be positive, got {amount}")
-
-    def ppk(proof: P) -> int:
-        return fee_ppk.get(proof.id, 0) if include_fees else 0
-
-    def need(ppk_sum: int) -> int:
-        return amount + fee_for_ppks([ppk_sum])
-
-    ordered = sorted(candidates, key=lambda p: p.amount, reverse=True)
-    total = sum(p.amount for p in ordered)
+    groups_by_key: dict[tuple[int, int], list[P]] = {}
+    for proof in candidates:
+        ppk = fee_ppk.get(proof.id, 0) if include_fees else 0
+        groups_by_key.setdefault((proof.amount, ppk), []).append(proof)
+    # Largest value first; among equal amounts, the cheaper keyset first.
+    groups = sorted(groups_by_key.items(), key=lambda item: (-item[0][0], item[0][1]))
+    keys = [key for key, _ in groups]
+    counts = [len(members) for _, members in groups]
+    # What the groups from i on can still add, at most.
+    reach = [0] * (len(groups) + 1)
+    for i in range(len(groups) - 1, -1, -1):
+        reach[i] = reach[i + 1] + keys[i][0] * counts[i]
+    total = reach[0]
     if total < amount:
         raise InsufficientFundsError(amount, total)
 
-    # Greedy from the largest: take a proof when it still fits under what is needed.
-    greedy: list[P] = []
-    greedy_sum = greedy_ppk = 0
-    skipped: list[P] = []
-    for proof in ordered:
-        if greedy_sum + proof.amount <= need(greedy_ppk + ppk(proof)):
-            greedy.append(proof)
-            greedy_sum += proof.amount
-            greedy_ppk += ppk(proof)
-            if greedy_sum == need(greedy_ppk):
-                return greedy
-        else:
-            skipped.append(proof)
+    best: tuple[int, int, list[int]] | None = None  # (overshoot, inputs, take per group)
+    take = [0] * len(groups)
+    budget = search_budget
 
-    options: list[tuple[int, list[P]]] = []  # (overshoot, selection)
-    # Top the greedy pick up with the smallest skipped proof that covers the rest.
-    for proof in reversed(skipped):
-        overshoot = greedy_sum + proof.amount - need(greedy_ppk + ppk(proof))
-        if overshoot >= 0:
-            options.append((overshoot, [*greedy, proof]))
-            break
-    # Or one proof alone, the smallest that covers everything.
-    for proof in reversed(ordered):
-        overshoot = proof.amount - need(ppk(proof))
-        if overshoot >= 0:
-            options.append((overshoot, [proof]))
-            break
-    if not options:
-        raise InsufficientFundsError(need(greedy_ppk), greedy_sum)
-    return min(options, key=lambda option: (option[0], len(option[1])))[1]
+    def search(i: int, value: int, ppk_sum: int, inputs: int) -> None:
+        nonlocal best, budget
+        budget -= 1
+        need = amount + fee_for_ppks([ppk_sum])
+        if value >= need:
+            candidate = (value - need, inputs)
+            if best is None or candidate < best[:2]:
+                best = (*candidate, take.copy())
+            return  # more inputs only add overshoot (each proof is worth its fee)
+        if i == len(groups) or value + reach[i] < need or budget <= 0:
+            return
+        if best is not None and best[0] == 0 and inputs >= best[1]:
+            return
+        unit, ppk = keys[i]
+        # Enough of this group to cover what is missing (and the fee those add), no more.
+        most = min(counts[i], (need - value) // unit + 1 + (counts[i] * ppk) // 1000 // unit + 1)
+        for n in range(most, -1, -1):
+            take[i] = n
+            search(i + 1, value + n * unit, ppk_sum + n * ppk, inputs + n)
+            if best is not None and best[0] == 0 and budget <= 0:
+                break
+        take[i] = 0
+
+    search(0, 0, 0, 0)
+    if best is None:
+        needed = amount + fee_for_ppks([k[1] * c for k, c in zip(keys, counts, strict=True)])
+        raise InsufficientFundsError(needed, total)
+    return [proof for (_, members), n in zip(groups, best[2], strict=True) for proof in members[:n]]

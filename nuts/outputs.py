@@ -21,7 +21,7 @@ from nuts.crypto import (
     verify_dleq_blinded,
     verify_dleq_proof,
 )
-from nuts.errors import InvalidSignatureError
+from nuts.errors import InvalidSignatureError, KeysetError
 from nuts.keysets import Keyset
 from nuts.models import BlindedMessage, BlindSignature, Proof, ProofDLEQ
 from nuts.secrets import derive_secret_and_r
@@ -144,7 +144,7 @@ def verify_proof_dleq(proof: Proof, keyset: Keyset) -> bool:
             bytes.fromhex(proof.dleq.s),
             K,
         )
-    except ValueError:
+    except (ValueError, KeysetError):  # malformed values, or an amount the keyset lacks
         return False
 
 

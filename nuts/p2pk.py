@@ -55,7 +55,12 @@ def parse_secret(secret: str) -> WellKnownSecret | None:
     try:
         kind, body = json.loads(secret)
         tags = body.get("tags") or []
-        if not all(isinstance(t, list) and all(isinstance(v, str) for v in t) for t in tags):
+        fields = (kind, body["data"], body["nonce"])
+        if not all(isinstance(f, str) for f in fields):
+            raise SpendingConditionError("secret kind, data and nonce must be strings")
+        if not isinstance(tags, list) or not all(
+            isinstance(t, list) and all(isinstance(v, str) for v in t) for t in tags
+        ):
             raise SpendingConditionError("secret tags must be lists of strings")
         return WellKnownSecret(kind=kind, data=body["data"], nonce=body["nonce"], tags=tags)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -132,17 +137,21 @@ class P2PKConditions:
             except ValueError:
                 return default  # NUT-11: an invalid locktime is a permanent lock
 
+        n_sigs, n_sigs_refund = number("n_sigs", 1), number("n_sigs_refund", 1)
+        if n_sigs is None or n_sigs < 1 or n_sigs_refund is None or n_sigs_refund < 1:
+            raise SpendingConditionError("n_sigs and n_sigs_refund must be positive")
         return cls(
             keys=_distinct_keys([secret.data, *secret.tag("pubkeys")]),
-            n_sigs=number("n_sigs", 1) or 1,
+            n_sigs=n_sigs,
             refund_keys=_distinct_keys(secret.tag("refund")),
-            n_sigs_refund=number("n_sigs_refund", 1) or 1,
+            n_sigs_refund=n_sigs_refund,
             locktime=number("locktime", None),
             sigflag=(secret.tag("sigflag") or [SIG_INPUTS])[0],
         )
 
     def lock_expired(self, now: int | None = None) -> bool:
-        return self.locktime is not None and (now or int(time.time())) > self.locktime
+        now = int(time.time()) if now is None else now
+        return self.locktime is not None and now > self.locktime
 
     def signers_needed(self, now: int | None = None) -> list[tuple[list[str], int]]:
         """The pathways that can spend now: (keys, how many of them must sign)."""
@@ -164,6 +173,8 @@ def witness_signatures(proof: Proof) -> list[str]:
     try:
         signatures = json.loads(proof.witness).get("signatures", [])
     except (ValueError, AttributeError):
+        return []
+    if not isinstance(signatures, list):
         return []
     return [s for s in signatures if isinstance(s, str)]
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import cbor2
 
@@ -60,10 +61,10 @@ def _b64encode(data: bytes) -> str:
 
 def _b64decode(text: str) -> bytes:
     text = text.strip().rstrip("=")
-    # Accept both alphabets: some wallets write standard base64.
-    text = text.replace("+", "-").replace("/", "_")
+    # Accept both alphabets (some wallets write standard base64), nothing else.
+    text = text.replace("-", "+").replace("_", "/")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidTokenError(f"token is not valid base64: {exc}") from None
 
@@ -176,7 +177,7 @@ def _decode_v4(raw: bytes) -> Token:
 def _decode_v3(raw: bytes) -> Token:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidTokenError(f"token is not valid JSON: {exc}") from None
     data = _expect(data, dict, "token")
     entries = _expect(data.get("token"), list, "'token' list")
@@ -236,6 +237,10 @@ def _proof(
         raise InvalidTokenError(f"proof amount {amount} is out of range")
     if not isinstance(secret, str) or not secret:
         raise InvalidTokenError("proof secret must be a non-empty string")
+    try:
+        secret.encode()
+    except UnicodeEncodeError:
+        raise InvalidTokenError("proof secret is not valid text") from None
     if len(C) != 66 or C[:2] not in ("02", "03"):
         raise InvalidTokenError("proof signature C must be a 33-byte compressed point")
     if len(keyset_id) not in (16, 66):
@@ -264,6 +269,7 @@ def _hex(value: Any, what: str) -> str:
 
 def _mint_url(value: Any) -> str:
     url = _expect(value, str, "mint URL")
-    if not url.startswith(("http://", "https://")):
-        raise InvalidTokenError(f"mint URL {url!r} is not http(s)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidTokenError(f"mint URL {url!r} is not an http(s) URL")
     return url.rstrip("/")

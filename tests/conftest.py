@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from mint_harness import RunningMint, start_mint
@@ -34,3 +35,111 @@ def fresh_mint() -> Iterator[Callable[..., RunningMint]]:
     finally:
         for mint in started:
             mint.stop()
+
+
+# ---------------------------------------------------------------- database and sagas
+
+TEST_MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A freshly migrated test database (alembic upgrade head on an empty schema)."""
+    import os
+
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get(
+        "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_test"
+    )
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    from alembic.config import Config
+
+    from alembic import command
+
+    config = Config(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    previous = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url
+    try:
+        command.upgrade(config, "head")
+    finally:
+        if previous is None:
+            os.environ.pop("DATABASE_URL")
+        else:
+            os.environ["DATABASE_URL"] = previous
+    yield url
+
+
+@pytest.fixture
+def saga_context(database_url: str):
+    """A SagaContext on the test database, real MintClients, and the test mnemonic's wallets."""
+    from functools import partial
+
+    from models.db import unit_of_work
+    from nuts.client import get_mint_client
+    from nuts.secrets import derive_wallet_seed
+    from sagas.engine import SagaContext
+
+    seeds: dict[str, bytes] = {}
+
+    def wallet_seed(wallet: str) -> bytes:
+        if wallet not in seeds:
+            seeds[wallet] = derive_wallet_seed(TEST_MNEMONIC, wallet)
+        return seeds[wallet]
+
+    return SagaContext(
+        uow=partial(unit_of_work, database_url),
+        mint_client=get_mint_client,
+        wallet_seed=wallet_seed,
+    )
+
+
+@pytest.fixture
+def wallet_id() -> str:
+    """A wallet name of its own for each test, so balances never mix."""
+    import uuid
+
+    return f"w-{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------- Celery worker (tasks/)
+
+TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The tests' Redis database (TEST_REDIS_URL overrides db 15), flushed once per session."""
+    import os
+
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", TEST_REDIS_URL)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def celery_worker(database_url: str, redis_url: str):
+    """A real `celery -A tasks worker -Q cashu,cashu.beat -c 4` on the test database and Redis.
+
+    worker.kill_hard() / worker.restart() for crash tests; worker.client sends tasks.
+    """
+    from worker_harness import start_worker
+
+    worker = start_worker(database_url=database_url, redis_url=redis_url, mnemonic=TEST_MNEMONIC)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_client(celery_worker):
+    """A Celery app configured like the worker (same broker and backend) for send_task."""
+    return celery_worker.client

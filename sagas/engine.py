@@ -1,0 +1,242 @@
+"""The saga engine shared by the four operations.
+
+Each saga module declares a SagaSpec (its states, legal transitions, events
+and recovery rules) and registers it here. Every state change goes through
+`transition`: a compare-and-set on (state, version) that writes the event row
+in the same transaction, so an event exists exactly when its state committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from models import Event, Mint, Operation
+from nuts.client import MintClient
+from nuts.errors import CashuError
+from sagas.errors import (
+    InvalidStateError,
+    OperationNotFoundError,
+    SagaError,
+    Severity,
+    StaleOperationError,
+)
+
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass
+class SagaContext:
+    """What a saga step needs from the outside world; tasks and tests build one."""
+
+    uow: UnitOfWork
+    mint_client: Callable[[str], MintClient]
+    wallet_seed: Callable[[str], bytes]
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class SagaSpec:
+    kind: str
+    transitions: dict[str, frozenset[str]]
+    terminal: frozenset[str]
+    event_prefix: str
+    evented: frozenset[str]  # states whose arrival publishes an event
+    public_data: tuple[str, ...]  # keys of Operation.data shown to callers
+
+
+SPECS: dict[str, SagaSpec] = {}
+
+
+def register(spec: SagaSpec) -> SagaSpec:
+    SPECS[spec.kind] = spec
+    return spec
+
+
+def event_type(spec: SagaSpec, state: str) -> str:
+    return f"{spec.event_prefix}:{state.replace('_', '-')}"
+
+
+def get_operation(
+    session: Session, operation_id: str | uuid.UUID, kind: str | None = None, *, lock: bool = False
+) -> Operation:
+    try:
+        op_uuid = uuid.UUID(str(operation_id))
+    except ValueError:
+        raise OperationNotFoundError(f"no operation {operation_id!r}") from None
+    stmt = select(Operation).where(Operation.id == op_uuid)
+    if lock:
+        stmt = stmt.with_for_update()
+    op = session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+    if op is None or (kind is not None and op.kind != kind):
+        raise OperationNotFoundError(f"no {kind or ''} operation {operation_id}".replace("  ", " "))
+    return op
+
+
+def transition(
+    session: Session,
+    op: Operation,
+    to: str,
+    *,
+    data: dict[str, Any] | None = None,
+    error: CashuError | None = None,
+    clear_error: bool = True,
+    **columns: Any,
+) -> Operation:
+    """Move `op` to state `to` if nobody moved it since we read it; write its event.
+
+    `data` is merged into op.data. Raises InvalidStateError for an illegal
+    transition and StaleOperationError when the compare-and-set loses.
+    """
+    spec = SPECS[op.kind]
+    if to not in spec.transitions.get(op.state, frozenset()):
+        raise InvalidStateError(f"{op.kind} operation cannot go from {op.state} to {to}")
+    # A state change also ends any poller's claim, so the same sweep can see it again.
+    values: dict[str, Any] = {"state": to, "claimed_until": None, **columns}
+    if to in spec.terminal:
+        values["finalized_at"] = datetime.now(UTC)
+    if error is not None or clear_error:
+        values.update(_error_columns(error))
+    _compare_and_set(session, op, values, data)
+    if to in spec.evented:
+        record_event(session, op)
+    return op
+
+
+def record_event(session: Session, op: Operation) -> None:
+    """The outbox row announcing the state `op` is in now (same transaction)."""
+    spec = SPECS[op.kind]
+    session.add(
+        Event(operation_id=op.id, type=event_type(spec, op.state), payload=operation_view(op))
+    )
+
+
+def update_operation(
+    session: Session,
+    op: Operation,
+    *,
+    data: dict[str, Any] | None = None,
+    error: CashuError | None = None,
+    **columns: Any,
+) -> Operation:
+    """Change an operation without changing its state (same compare-and-set)."""
+    values = dict(columns)
+    if error is not None:
+        values.update(_error_columns(error))
+    return _compare_and_set(session, op, values, data)
+
+
+def _compare_and_set(
+    session: Session, op: Operation, values: dict[str, Any], data: dict[str, Any] | None
+) -> Operation:
+    if data is not None:
+        values["data"] = {**op.data, **data}
+    stmt = (
+        update(Operation)
+        .where(
+            Operation.id == op.id,
+            Operation.state == op.state,
+            Operation.version == op.version,
+        )
+        .values(version=op.version + 1, updated_at=datetime.now(UTC), **values)
+        .returning(Operation)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    updated = session.scalars(stmt).one_or_none()
+    if updated is None:
+        raise StaleOperationError(
+            f"{op.kind} operation {op.id} changed under us (expected {op.state} v{op.version})"
+        )
+    return updated
+
+
+def _error_columns(error: CashuError | None) -> dict[str, Any]:
+    if error is None:
+        return {"error_code": None, "error_severity": None, "error_message": None}
+    severity = error.severity if isinstance(error, SagaError) else _severity_of(error)
+    return {
+        "error_code": error.code,
+        "error_severity": str(severity),
+        "error_message": error.message[:2000],
+    }
+
+
+def _severity_of(error: CashuError) -> Severity:
+    from nuts.errors import MintAmbiguousError
+
+    return Severity.MEDIUM if isinstance(error, MintAmbiguousError) else Severity.HIGH
+
+
+def operation_view(op: Operation) -> dict[str, Any]:
+    """The Operation JSON of the public contract (DESIGN.md section 2)."""
+    spec = SPECS.get(op.kind)
+    view: dict[str, Any] = {
+        "id": str(op.id),
+        "wallet": op.wallet,
+        "kind": op.kind,
+        "method": op.method,
+        "state": op.state,
+        "mint_url": op.mint_url,
+        "unit": op.unit,
+        "amount": op.amount,
+        "quote_id": op.quote_id,
+    }
+    for key in spec.public_data if spec else ():
+        if key in op.data:
+            view[key] = op.data[key]
+    view["error"] = (
+        {"code": op.error_code, "severity": op.error_severity, "message": op.error_message}
+        if op.error_code
+        else None
+    )
+    for stamp in ("created_at", "updated_at", "finalized_at"):
+        value = getattr(op, stamp)
+        view[stamp] = value.isoformat() if value else None
+    return view
+
+
+def claim_operations(
+    session: Session,
+    kind: str,
+    state: str,
+    *,
+    limit: int = 100,
+    lease_seconds: int = 60,
+    older_than: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Claim up to `limit` operations in `state` for one sweep; returns their ids.
+
+    FOR UPDATE SKIP LOCKED plus a lease: two beats, or overlapping ticks, never
+    claim the same row, and a claim left by a dead worker lapses by itself.
+    """
+    now = datetime.now(UTC)
+    candidates = (
+        select(Operation.id)
+        .where(
+            Operation.kind == kind,
+            Operation.state == state,
+            or_(Operation.claimed_until.is_(None), Operation.claimed_until < now),
+            # An untrusted mint is never contacted, not even by recovery.
+            Operation.mint_url.in_(select(Mint.url).where(Mint.trusted)),
+        )
+        .order_by(Operation.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if older_than is not None:
+        candidates = candidates.where(Operation.updated_at < older_than)
+    stmt = (
+        update(Operation)
+        .where(Operation.id.in_(candidates.scalar_subquery()))
+        .values(claimed_until=now + timedelta(seconds=lease_seconds))
+        .returning(Operation.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(stmt))

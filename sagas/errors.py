@@ -1,0 +1,121 @@
+"""Typed errors of the operations, each with a stable code and a severity.
+
+Severity says who must act: CRITICAL means money may be at stake and a person
+must look; HIGH needs attention soon; MEDIUM is retried by recovery; LOW is the
+caller's own mistake or a transient condition.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from nuts.errors import CashuError
+
+
+class Severity(StrEnum):
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+
+class SagaError(CashuError):
+    code = "SAGA_ERROR"
+    severity: Severity = Severity.MEDIUM
+
+
+class OperationNotFoundError(SagaError):
+    """No operation has this id."""
+
+    code = "OPERATION_NOT_FOUND"
+    severity = Severity.LOW
+
+
+class OperationInProgressError(SagaError):
+    """Another worker is running a step of this operation right now."""
+
+    code = "OPERATION_IN_PROGRESS"
+    severity = Severity.LOW
+
+
+class InvalidStateError(SagaError):
+    """The operation is not in a state that allows this step."""
+
+    code = "INVALID_STATE"
+    severity = Severity.LOW
+
+
+class StaleOperationError(InvalidStateError):
+    """Someone else moved the operation between our read and our write."""
+
+    code = "STALE_OPERATION"
+
+
+class UnknownMintError(SagaError):
+    """The mint is not registered; add it first (cashu.mints.add)."""
+
+    code = "UNKNOWN_MINT"
+    severity = Severity.LOW
+
+
+class UntrustedMintError(SagaError):
+    """The mint is not trusted; it is never contacted."""
+
+    code = "UNTRUSTED_MINT"
+    severity = Severity.LOW
+
+
+class InvalidAmountError(SagaError):
+    """The amount is not a positive whole number within limits."""
+
+    code = "INVALID_AMOUNT"
+    severity = Severity.LOW
+
+
+class UnsupportedUnitError(SagaError):
+    """The mint has no active keyset for this unit."""
+
+    code = "UNSUPPORTED_UNIT"
+    severity = Severity.LOW
+
+
+class UnsupportedMethodError(SagaError):
+    """The payment method is not supported."""
+
+    code = "UNSUPPORTED_METHOD"
+    severity = Severity.LOW
+
+
+class InsufficientBalanceError(SagaError):
+    """The wallet's spendable proofs at this mint do not cover the amount and fees."""
+
+    code = "INSUFFICIENT_BALANCE"
+    severity = Severity.LOW
+
+
+class QuoteExpiredError(SagaError):
+    """The quote expired before it was paid."""
+
+    code = "QUOTE_EXPIRED"
+    severity = Severity.LOW
+
+
+class QuoteIssuedElsewhereError(SagaError):
+    """The quote was issued, but not to outputs we hold: we cannot recover those proofs."""
+
+    code = "QUOTE_ISSUED_ELSEWHERE"
+    severity = Severity.HIGH
+
+
+class ProofsNotRecoveredError(SagaError):
+    """The mint issued, but restoring our stored outputs did not bring the proofs back."""
+
+    code = "PROOFS_NOT_RECOVERED"
+    severity = Severity.CRITICAL
+
+
+class MintSignatureInvalidError(SagaError):
+    """The mint's signatures failed verification (DLEQ): its ecash cannot be trusted."""
+
+    code = "MINT_SIGNATURE_INVALID"
+    severity = Severity.CRITICAL

@@ -1,0 +1,457 @@
+"""Mint saga: turn a paid Lightning invoice into ecash (NUT-04/23, NUT-20).
+
+    init -> pending (quote made, waiting for payment) -> executing -> finalized
+    init/pending -> failed (expired, refused);  executing -> pending (quote UNPAID after all)
+
+Write-ahead: the outputs and their counters are committed with the move to
+executing, before the mint request; a re-run replays the same outputs, so the
+mint can never issue twice and whatever it issued can always be restored.
+
+Recovery, per state (run by the beat and cashu.recovery.run):
+    init       older than the grace period -> failed (no quote was handed out)
+    pending    check the quote: PAID -> execute; UNPAID and expired -> failed;
+               ISSUED -> restore our outputs if we hold any, else failed
+    executing  check the quote: PAID -> replay the mint; ISSUED -> restore;
+               UNPAID -> pending (failed once expired)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from coincurve import PrivateKey
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import Mint, Operation
+from nuts.amounts import split_amount
+from nuts.errors import (
+    InvalidSignatureError,
+    KeysetInactiveError,
+    MintAmbiguousError,
+    MintKeysetUnknownError,
+    MintRejectedError,
+    OutputsAlreadySignedError,
+    QuoteAlreadyIssuedError,
+    QuoteNotPaidError,
+    QuotePendingError,
+)
+from nuts.errors import QuoteExpiredError as MintQuoteExpiredError
+from nuts.models import BlindSignature, MintQuote, MintQuoteState
+from nuts.outputs import PreparedOutput, derive_outputs, unblind_outputs
+from sagas.counters import allocate_counters
+from sagas.engine import (
+    SagaContext,
+    SagaSpec,
+    get_operation,
+    operation_view,
+    record_event,
+    register,
+    transition,
+    update_operation,
+)
+from sagas.errors import (
+    InvalidAmountError,
+    InvalidStateError,
+    MintSignatureInvalidError,
+    ProofsNotRecoveredError,
+    QuoteExpiredError,
+    QuoteIssuedElsewhereError,
+    UnsupportedMethodError,
+)
+from sagas.mints import active_keyset, load_keysets, require_trusted_mint
+from sagas.proofs import store_proofs
+from sagas.recovery import register_rule
+
+KIND = "mint"
+METHODS = frozenset({"bolt11"})
+MAX_AMOUNT = 2_100_000_000_000_000  # every sat there will ever be
+
+SPEC = register(
+    SagaSpec(
+        kind=KIND,
+        transitions={
+            "init": frozenset({"pending", "failed"}),
+            "pending": frozenset({"executing", "failed"}),
+            "executing": frozenset({"finalized", "pending", "failed"}),
+            "finalized": frozenset(),
+            "failed": frozenset(),
+        },
+        terminal=frozenset({"finalized", "failed"}),
+        event_prefix="mint-op",
+        evented=frozenset({"pending", "executing", "finalized", "failed"}),
+        public_data=("request", "expiry", "quote_state", "minted_amount"),
+    )
+)
+
+
+# --- public steps ------------------------------------------------------------------------------
+
+
+def prepare(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    amount: int,
+    unit: str = "sat",
+    method: str = "bolt11",
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """Create a quote at the mint and return the invoice to pay (state pending)."""
+    _check_method(method)
+    amount = validate_amount(amount)
+    with ctx.uow() as session:
+        mint_url = require_trusted_mint(session, mint_url)
+        active_keyset(load_keysets(session, mint_url), unit, mint_url)  # unit must be mintable
+        op = Operation(
+            id=uuid.uuid4(),
+            wallet=wallet,
+            kind=KIND,
+            method=method,
+            state="init",
+            mint_url=mint_url,
+            unit=unit,
+            amount=amount,
+            notify_task=notify_task,
+            data={},
+        )
+        session.add(op)
+    # The init row is committed before the quote request: a crash here leaves a
+    # trace for recovery, and no invoice was handed to anyone.
+    client = ctx.mint_client(mint_url)
+    locked = _supports_nut20(ctx, mint_url)
+    pubkey = _quote_key(ctx, wallet, op.id).public_key.format().hex() if locked else None
+    try:
+        quote = client.create_mint_quote(amount, unit, method=method, pubkey=pubkey)
+    except MintRejectedError as exc:
+        with ctx.uow() as session:
+            op = get_operation(session, op.id, KIND)
+            transition(session, op, "failed", error=exc)
+        raise
+    if quote.unit is not None and quote.unit != unit:
+        raise InvalidStateError(f"mint answered a {quote.unit} quote for a {unit} request")
+    with ctx.uow() as session:
+        op = get_operation(session, op.id, KIND)
+        transition(session, op, "pending", quote_id=quote.quote, data=_quote_data(quote, locked))
+        return operation_view(op)
+
+
+def import_quote(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    quote_id: str,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """Adopt a quote made elsewhere; idempotent, and one operation per quote however many race."""
+    with ctx.uow() as session:
+        mint_url = require_trusted_mint(session, mint_url)
+        existing = _by_quote(session, mint_url, quote_id)
+        if existing is not None:
+            if existing.wallet != wallet:
+                raise InvalidStateError(f"quote {quote_id} belongs to another wallet's operation")
+            return operation_view(existing)
+    quote = ctx.mint_client(mint_url).check_mint_quote(quote_id)
+    if quote.state == MintQuoteState.ISSUED:
+        raise QuoteIssuedElsewhereError(
+            f"quote {quote_id} is already issued and we hold no outputs for it"
+        )
+    if quote.pubkey:
+        raise InvalidStateError(f"quote {quote_id} is locked to a key (NUT-20) we do not hold")
+    if not quote.amount:
+        raise InvalidAmountError(f"quote {quote_id} has no amount")
+    with ctx.uow() as session:
+        op_id = uuid.uuid4()
+        session.execute(
+            insert(Operation)
+            .values(
+                id=op_id,
+                wallet=wallet,
+                kind=KIND,
+                method="bolt11",
+                state="pending",
+                version=0,
+                mint_url=mint_url,
+                unit=quote.unit or "sat",
+                amount=quote.amount,
+                quote_id=quote_id,
+                notify_task=notify_task,
+                data=_quote_data(quote, locked=False),
+            )
+            .on_conflict_do_nothing(constraint="uq_operations_mint_url_kind_quote_id")
+        )
+        op = _by_quote(session, mint_url, quote_id)
+        assert op is not None
+        if op.id == op_id:  # we created it: announce it like any other arrival in pending
+            record_event(session, op)
+        return operation_view(op)
+
+
+def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Issue the ecash of a paid quote: outputs written ahead, then the mint request."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state in SPEC.terminal:
+            return operation_view(op)
+        require_trusted_mint(session, op.mint_url)
+        if op.state == "pending":
+            _write_outputs_ahead(ctx, session, op)
+        elif op.state != "executing":
+            raise InvalidStateError(f"cannot execute a mint operation in state {op.state}")
+        op_id = op.id
+    return _issue(ctx, op_id)
+
+
+def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Check the quote; issue once paid, fail once expired unpaid. Safe to call any time."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state in SPEC.terminal or op.state == "init":
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        op_id, state, quote_id, method = op.id, op.state, op.quote_id, op.method
+    try:
+        quote = ctx.mint_client(mint_url).check_mint_quote(quote_id, method)
+    except (MintAmbiguousError, MintRejectedError) as exc:
+        return _record_error(ctx, op_id, exc)
+    return _settle_from_quote(ctx, op_id, state, quote)
+
+
+# --- recovery ----------------------------------------------------------------------------------
+
+
+def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
+    """One recovery pass over an open operation (see the table at the top)."""
+    if state == "init":
+        with ctx.uow() as session:
+            op = get_operation(session, operation_id, KIND)
+            if op.state == "init":
+                transition(
+                    session,
+                    op,
+                    "failed",
+                    error=InvalidStateError("abandoned before a quote was made"),
+                )
+            return operation_view(op)
+    return refresh(ctx, operation_id)
+
+
+# --- the steps' insides -------------------------------------------------------------------------
+
+
+def _settle_from_quote(
+    ctx: SagaContext, op_id: uuid.UUID, state: str, quote: MintQuote
+) -> dict[str, Any]:
+    if quote.state == MintQuoteState.PAID:
+        return execute(ctx, op_id)
+    if quote.state == MintQuoteState.ISSUED:
+        return _restore_issued(ctx, op_id)
+    # UNPAID
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != state:
+            return operation_view(op)  # a newer step moved it; this check is stale
+        # Nutshell leaves expiry out of quote checks; the one from creation still holds.
+        expiry = quote.expiry or op.data.get("expiry")
+        expired = expiry is not None and expiry <= ctx.now().timestamp()
+        if expired:
+            transition(
+                session,
+                op,
+                "failed",
+                error=QuoteExpiredError(f"quote {quote.quote} expired unpaid"),
+            )
+        elif op.state == "executing":
+            transition(session, op, "pending", clear_error=False)
+        return operation_view(op)
+
+
+def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
+    """pending -> executing with the outputs stored (derived once; a re-run reuses them)."""
+    data: dict[str, Any] = {}
+    if not op.data.get("outputs"):
+        keyset = active_keyset(load_keysets(session, op.mint_url), op.unit, op.mint_url)
+        amounts = split_amount(op.amount)
+        first = allocate_counters(session, op.wallet, keyset.id, len(amounts))
+        outputs = derive_outputs(ctx.wallet_seed(op.wallet), keyset.id, amounts, first)
+        data["outputs"] = [o.to_dict() for o in outputs]
+    transition(session, op, "executing", data=data)
+
+
+def _issue(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        outputs = [PreparedOutput.from_dict(o) for o in op.data["outputs"]]
+        mint_url, quote_id, wallet, method = op.mint_url, op.quote_id, op.wallet, op.method
+        locked = op.data.get("locked", False)
+    key = _quote_key(ctx, wallet, op_id) if locked else None
+    try:
+        signatures = ctx.mint_client(mint_url).mint(
+            quote_id, [o.blinded_message for o in outputs], quote_key=key, method=method
+        )
+    except (QuoteAlreadyIssuedError, OutputsAlreadySignedError):
+        # Our earlier request (same outputs) went through and its answer was lost.
+        return _restore_issued(ctx, op_id)
+    except QuoteNotPaidError:
+        return _back_to_pending(ctx, op_id)
+    except MintQuoteExpiredError as exc:
+        return _fail(ctx, op_id, QuoteExpiredError(str(exc)))
+    except (KeysetInactiveError, MintKeysetUnknownError) as exc:
+        # The keyset rotated under us: nothing was issued, derive fresh outputs next time.
+        return _back_to_pending(ctx, op_id, drop_outputs=True, error=exc)
+    except (QuotePendingError, MintAmbiguousError, MintRejectedError) as exc:
+        return _record_error(ctx, op_id, exc)  # stays executing; recovery settles it
+    return _finalize(ctx, op_id, outputs, signatures)
+
+
+def _finalize(
+    ctx: SagaContext,
+    op_id: uuid.UUID,
+    outputs: list[PreparedOutput],
+    signatures: list[BlindSignature],
+) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        try:
+            proofs = unblind_outputs(outputs, signatures, load_keysets(session, op.mint_url))
+        except InvalidSignatureError as exc:
+            update_operation(session, op, error=MintSignatureInvalidError(str(exc)))
+            return operation_view(op)
+        minted = sum(p.amount for p in proofs)
+        if minted != op.amount:
+            update_operation(
+                session,
+                op,
+                error=ProofsNotRecoveredError(f"got {minted} of {op.amount} from the mint"),
+            )
+            return operation_view(op)
+        store_proofs(
+            session, proofs, wallet=op.wallet, mint_url=op.mint_url, unit=op.unit, created_by=op.id
+        )
+        transition(
+            session, op, "finalized", data={"minted_amount": minted, "quote_state": "ISSUED"}
+        )
+        return operation_view(op)
+
+
+def _restore_issued(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
+    """The quote is issued: finalize only if our stored outputs' signatures come back."""
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state in SPEC.terminal:
+            return operation_view(op)
+        stored = [PreparedOutput.from_dict(o) for o in op.data.get("outputs", [])]
+        mint_url = op.mint_url
+        if not stored:
+            transition(
+                session,
+                op,
+                "failed",
+                error=QuoteIssuedElsewhereError(f"quote {op.quote_id} was issued to other outputs"),
+            )
+            return operation_view(op)
+        if op.state == "pending":
+            transition(session, op, "executing", clear_error=False)
+    try:
+        restored = ctx.mint_client(mint_url).restore([o.blinded_message for o in stored])
+    except (MintAmbiguousError, MintRejectedError) as exc:
+        return _record_error(ctx, op_id, exc)
+    by_b = {o.B_: o for o in stored}
+    outputs = [by_b[m.B_] for m in restored.outputs if m.B_ in by_b]
+    if len(outputs) != len(stored):
+        return _record_error(
+            ctx,
+            op_id,
+            ProofsNotRecoveredError(
+                f"quote issued, but the mint restored {len(outputs)} of {len(stored)} outputs"
+            ),
+        )
+    return _finalize(ctx, op_id, outputs, restored.signatures)
+
+
+def _back_to_pending(
+    ctx: SagaContext,
+    op_id: uuid.UUID,
+    *,
+    drop_outputs: bool = False,
+    error: Exception | None = None,
+) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state == "executing":
+            data = {"outputs": []} if drop_outputs else None
+            transition(session, op, "pending", data=data, error=error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def _fail(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state not in SPEC.terminal:
+            transition(session, op, "failed", error=error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def _record_error(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state not in SPEC.terminal:
+            update_operation(session, op, error=error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def _by_quote(session: Session, mint_url: str, quote_id: str) -> Operation | None:
+    return session.scalars(
+        select(Operation).where(
+            Operation.mint_url == mint_url, Operation.kind == KIND, Operation.quote_id == quote_id
+        )
+    ).one_or_none()
+
+
+def _quote_data(quote: MintQuote, locked: bool) -> dict[str, Any]:
+    return {
+        "request": quote.request,
+        "expiry": quote.expiry,
+        "quote_state": str(quote.state),
+        "locked": locked,
+    }
+
+
+def _quote_key(ctx: SagaContext, wallet: str, op_id: uuid.UUID) -> PrivateKey:
+    """The NUT-20 key of one quote, derived from the wallet seed: nothing secret is stored."""
+    digest = hmac.new(ctx.wallet_seed(wallet), b"cashu-worker/nut20/" + op_id.bytes, hashlib.sha256)
+    return PrivateKey(digest.digest())
+
+
+def _supports_nut20(ctx: SagaContext, mint_url: str) -> bool:
+    with ctx.uow() as session:
+        info = session.scalar(select(Mint.info).where(Mint.url == mint_url)) or {}
+    entry = (info.get("nuts") or {}).get("20")
+    return isinstance(entry, dict) and bool(entry.get("supported"))
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UnsupportedMethodError(f"mint method {method!r} is not supported")
+
+
+def validate_amount(amount: object) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmountError(f"amount must be a whole number, got {amount!r}")
+    if not 0 < amount <= MAX_AMOUNT:
+        raise InvalidAmountError(f"amount {amount} is out of range")
+    return amount
+
+
+register_rule(KIND, "init", recover, min_age=timedelta(minutes=10))
+register_rule(KIND, "executing", recover)
+register_rule(KIND, "pending", recover)

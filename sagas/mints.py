@@ -1,0 +1,165 @@
+"""The mint registry: which mints we know, which we trust, and their verified keysets.
+
+A mint that is not trusted is never contacted (DESIGN.md rule 8): every step
+that talks to a mint first calls `require_trusted_mint`. Keyset sync stores
+keysets only after their ids were verified against their keys, and never
+touches a counter.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import Keyset as KeysetRow
+from models import Mint
+from nuts.client import MintClient, normalize_mint_url
+from nuts.keysets import Keyset, fetch_keysets
+from nuts.models import KeysetInfo, KeysetKeys
+from sagas.errors import UnknownMintError, UnsupportedUnitError, UntrustedMintError
+
+
+def mint_view(mint: Mint, keysets: list[KeysetRow]) -> dict[str, Any]:
+    return {
+        "url": mint.url,
+        "trusted": mint.trusted,
+        "info": mint.info,
+        "keysets": [
+            {
+                "id": k.id,
+                "unit": k.unit,
+                "active": k.active,
+                "input_fee_ppk": k.input_fee_ppk,
+                "final_expiry": k.final_expiry,
+            }
+            for k in sorted(keysets, key=lambda k: (k.unit, not k.active, k.id))
+        ],
+    }
+
+
+def add_mint(session: Session, client: MintClient, url: str, trusted: bool = True) -> dict:
+    """Register (or refresh) a mint: its NUT-06 info and its verified keysets."""
+    url = normalize_mint_url(url)
+    info = client.info()
+    session.execute(
+        insert(Mint)
+        .values(url=url, trusted=trusted, info=info.model_dump(exclude_none=True))
+        .on_conflict_do_update(
+            index_elements=["url"],
+            set_={"trusted": trusted, "info": info.model_dump(exclude_none=True)},
+        )
+    )
+    sync_keysets(session, client, url)
+    return get_mint(session, url)
+
+
+def sync_keysets(session: Session, client: MintClient, url: str) -> dict[str, Keyset]:
+    """Fetch, verify and store the mint's keysets (active flags and fees may change)."""
+    keysets = fetch_keysets(client)
+    for keyset in keysets.values():
+        values = {
+            "unit": keyset.unit,
+            "active": keyset.active,
+            "input_fee_ppk": keyset.input_fee_ppk,
+            "final_expiry": keyset.final_expiry,
+        }
+        session.execute(
+            insert(KeysetRow)
+            .values(
+                mint_url=url,
+                id=keyset.id,
+                keys={str(a): k for a, k in keyset.keys_hex.items()},
+                **values,
+            )
+            .on_conflict_do_update(index_elements=["mint_url", "id"], set_=values)
+        )
+    return keysets
+
+
+def get_mint(session: Session, url: str) -> dict:
+    url = normalize_mint_url(url)
+    mint = session.get(Mint, url)
+    if mint is None:
+        raise UnknownMintError(f"mint {url} is not registered")
+    keysets = list(session.scalars(select(KeysetRow).where(KeysetRow.mint_url == url)))
+    return mint_view(mint, keysets)
+
+
+def list_mints(session: Session) -> list[dict]:
+    return [
+        get_mint(session, mint.url) for mint in session.scalars(select(Mint).order_by(Mint.url))
+    ]
+
+
+def set_trusted(session: Session, url: str, trusted: bool) -> dict:
+    url = normalize_mint_url(url)
+    mint = session.get(Mint, url, with_for_update=True)
+    if mint is None:
+        raise UnknownMintError(f"mint {url} is not registered")
+    mint.trusted = trusted
+    session.flush()
+    return get_mint(session, url)
+
+
+def require_trusted_mint(session: Session, url: str) -> str:
+    """The normalized URL of a registered, trusted mint; otherwise a typed error."""
+    url = normalize_mint_url(url)
+    trusted = session.scalar(select(Mint.trusted).where(Mint.url == url))
+    if trusted is None:
+        raise UnknownMintError(f"mint {url} is not registered; add it first")
+    if not trusted:
+        raise UntrustedMintError(f"mint {url} is not trusted; it will not be contacted")
+    return url
+
+
+# Keys never change under a verified id, so parsed keysets are cached per process.
+_parsed: dict[tuple[str, str], Keyset] = {}
+_parsed_lock = threading.Lock()
+
+
+def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
+    """The mint's stored keysets as nuts Keysets (active flag and fee as last synced)."""
+    rows = session.scalars(select(KeysetRow).where(KeysetRow.mint_url == url)).all()
+    keysets = {}
+    for row in rows:
+        with _parsed_lock:
+            cached = _parsed.get((url, row.id))
+        if cached is None:
+            cached = Keyset.from_wire(
+                KeysetKeys(id=row.id, unit=row.unit, keys=row.keys, final_expiry=row.final_expiry),
+                KeysetInfo(
+                    id=row.id,
+                    unit=row.unit,
+                    active=row.active,
+                    input_fee_ppk=row.input_fee_ppk,
+                    final_expiry=row.final_expiry,
+                ),
+            )
+            with _parsed_lock:
+                _parsed[(url, row.id)] = cached
+        keysets[row.id] = Keyset(
+            id=cached.id,
+            unit=cached.unit,
+            keys=cached.keys,
+            input_fee_ppk=row.input_fee_ppk,
+            active=row.active,
+            final_expiry=row.final_expiry,
+            keys_hex=cached.keys_hex,
+        )
+    return keysets
+
+
+def active_keyset(keysets: dict[str, Keyset], unit: str, url: str) -> Keyset:
+    """The keyset new outputs go to: active, of this unit, cheapest input fee."""
+    active = [k for k in keysets.values() if k.active and k.unit == unit]
+    if not active:
+        raise UnsupportedUnitError(f"mint {url} has no active keyset for unit {unit!r}")
+    return min(active, key=lambda k: (k.input_fee_ppk, k.id))
+
+
+def fee_ppk(keysets: dict[str, Keyset]) -> dict[str, int]:
+    return {k.id: k.input_fee_ppk for k in keysets.values()}

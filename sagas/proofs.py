@@ -1,0 +1,210 @@
+"""Our proofs in the database: storing, reserving all-or-nothing, releasing, balances.
+
+Reservation (DESIGN.md rule 3): candidates are read without locks, a selection
+is made, then exactly those rows are locked with FOR UPDATE SKIP LOCKED and
+moved unspent -> reserved in one UPDATE whose row count must match. A row taken
+by someone else in between makes the attempt start over; two operations can
+never hold the same proof.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import Proof, ProofState
+from nuts.amounts import InsufficientFundsError, select_proofs
+from nuts.models import Proof as WireProof
+from nuts.models import ProofDLEQ
+from nuts.outputs import proof_y
+from sagas.errors import InsufficientBalanceError
+
+RESERVE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The little coin selection needs to know about a proof."""
+
+    row_id: int
+    amount: int
+    id: str  # keyset id, as nuts.amounts expects
+
+
+def store_proofs(
+    session: Session,
+    proofs: Iterable[WireProof],
+    *,
+    wallet: str,
+    mint_url: str,
+    unit: str,
+    created_by: uuid.UUID | None,
+    state: ProofState = ProofState.UNSPENT,
+) -> int:
+    """Insert new proofs; a secret we already hold is left as it is (idempotent re-runs)."""
+    rows = [
+        {
+            "wallet": wallet,
+            "mint_url": mint_url,
+            "unit": unit,
+            "keyset_id": p.id,
+            "amount": p.amount,
+            "secret": p.secret,
+            "C": p.C,
+            "y": proof_y(p),
+            "dleq": p.dleq.model_dump() if p.dleq else None,
+            "witness": p.witness,
+            "state": state,
+            "created_by": created_by,
+        }
+        for p in proofs
+    ]
+    if not rows:
+        return 0
+    stmt = insert(Proof).values(rows).on_conflict_do_nothing(index_elements=["secret"])
+    return session.execute(stmt).rowcount
+
+
+def to_wire(row: Proof) -> WireProof:
+    return WireProof(
+        id=row.keyset_id,
+        amount=row.amount,
+        secret=row.secret,
+        C=row.C,
+        dleq=ProofDLEQ.model_validate(row.dleq) if row.dleq else None,
+        witness=row.witness,
+    )
+
+
+def spendable_candidates(
+    session: Session, wallet: str, mint_url: str, unit: str
+) -> list[Candidate]:
+    rows = session.execute(
+        select(Proof.id, Proof.amount, Proof.keyset_id).where(
+            Proof.wallet == wallet,
+            Proof.mint_url == mint_url,
+            Proof.unit == unit,
+            Proof.state == ProofState.UNSPENT,
+        )
+    )
+    return [Candidate(row_id, amount, keyset_id) for row_id, amount, keyset_id in rows]
+
+
+def reserve_proofs(session: Session, row_ids: Sequence[int], operation_id: uuid.UUID) -> bool:
+    """unspent -> reserved for exactly these rows, or for none of them."""
+    locked = session.scalars(
+        select(Proof.id)
+        .where(Proof.id.in_(row_ids), Proof.state == ProofState.UNSPENT)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if len(locked) != len(row_ids):
+        return False
+    result = session.execute(
+        update(Proof)
+        .where(Proof.id.in_(row_ids), Proof.state == ProofState.UNSPENT)
+        .values(state=ProofState.RESERVED, used_by=operation_id)
+    )
+    return result.rowcount == len(row_ids)
+
+
+def select_and_reserve(
+    session: Session,
+    *,
+    wallet: str,
+    mint_url: str,
+    unit: str,
+    amount: int,
+    fee_ppk: dict[str, int],
+    operation_id: uuid.UUID,
+    include_fees: bool = True,
+) -> list[Proof]:
+    """Choose proofs covering `amount` (plus their input fee) and reserve them for the operation.
+
+    Each attempt runs in a savepoint, so a lost race undoes only that attempt.
+    """
+    for _ in range(RESERVE_ATTEMPTS):
+        candidates = spendable_candidates(session, wallet, mint_url, unit)
+        try:
+            chosen = select_proofs(candidates, amount, fee_ppk, include_fees=include_fees)
+        except InsufficientFundsError as exc:
+            raise InsufficientBalanceError(
+                f"wallet {wallet!r} has {exc.available} {unit} spendable at {mint_url}, "
+                f"needs {exc.needed}"
+            ) from None
+        ids = [c.row_id for c in chosen]
+        with session.begin_nested() as savepoint:
+            if reserve_proofs(session, ids, operation_id):
+                return list(
+                    session.scalars(select(Proof).where(Proof.id.in_(ids)).order_by(Proof.amount))
+                )
+            savepoint.rollback()
+    raise InsufficientBalanceError(
+        f"could not reserve proofs for {amount} {unit} after {RESERVE_ATTEMPTS} attempts "
+        "(concurrent operations hold them)"
+    )
+
+
+def release_proofs(session: Session, operation_id: uuid.UUID) -> int:
+    """Reserved (or pending) inputs of an operation go back to spendable.
+
+    Only after a definitive answer from the mint (DESIGN.md rule 4).
+    """
+    return session.execute(
+        update(Proof)
+        .where(
+            Proof.used_by == operation_id,
+            Proof.state.in_([ProofState.RESERVED, ProofState.PENDING]),
+        )
+        .values(state=ProofState.UNSPENT, used_by=None)
+    ).rowcount
+
+
+def set_proof_state(
+    session: Session, operation_id: uuid.UUID, state: ProofState, *, ys: Sequence[str] | None = None
+) -> int:
+    """Move the operation's inputs (or those with the given Ys) to `state`."""
+    values: dict[str, Any] = {"state": state}
+    if state == ProofState.SPENT:
+        values["spent_by"] = operation_id
+    stmt = update(Proof).where(Proof.used_by == operation_id, Proof.state != ProofState.SPENT)
+    if ys is not None:
+        stmt = stmt.where(Proof.y.in_(ys))
+    return session.execute(stmt.values(**values)).rowcount
+
+
+def proofs_of_operation(session: Session, operation_id: uuid.UUID) -> list[Proof]:
+    return list(
+        session.scalars(select(Proof).where(Proof.used_by == operation_id).order_by(Proof.id))
+    )
+
+
+def balance(
+    session: Session, wallet: str, *, mint_url: str | None = None, unit: str = "sat"
+) -> dict:
+    """Spendable, reserved and pending sums, in total and per mint."""
+    stmt = (
+        select(Proof.mint_url, Proof.state, func.coalesce(func.sum(Proof.amount), 0))
+        .where(Proof.wallet == wallet, Proof.unit == unit, Proof.state != ProofState.SPENT)
+        .group_by(Proof.mint_url, Proof.state)
+    )
+    if mint_url is not None:
+        stmt = stmt.where(Proof.mint_url == mint_url)
+    by_mint: dict[str, dict[str, int]] = {}
+    for url, state, total in session.execute(stmt):
+        entry = by_mint.setdefault(url, {"spendable": 0, "reserved": 0, "pending": 0, "total": 0})
+        key = "spendable" if state == ProofState.UNSPENT else state
+        entry[key] += int(total)
+        entry["total"] += int(total)
+    result: dict[str, Any] = {
+        key: sum(m[key] for m in by_mint.values())
+        for key in ("spendable", "reserved", "pending", "total")
+    }
+    result["unit"] = unit
+    result["by_mint"] = by_mint
+    return result

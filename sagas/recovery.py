@@ -1,0 +1,90 @@
+"""The recovery driver: one sweep over open operations, each saga plugging in its rules.
+
+A saga registers a rule per state it can settle. The sweep goes through the
+states in RECOVERY_ORDER (executing before pending: an executing operation may
+drop back to pending and must be seen in the same sweep), claims operations
+with a lease, and runs each under the caller's per-operation lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sagas.engine import SPECS, SagaContext, claim_operations
+from sagas.errors import OperationInProgressError
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_ORDER = ("init", "executing", "rolling_back", "pending", "prepared")
+
+Step = Callable[[SagaContext, uuid.UUID, str], dict[str, Any]]
+Lock = Callable[[uuid.UUID], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class RecoveryRule:
+    kind: str
+    state: str
+    step: Step
+    min_age: timedelta | None = None  # only operations untouched for this long
+
+
+RULES: list[RecoveryRule] = []
+
+
+def register_rule(kind: str, state: str, step: Step, min_age: timedelta | None = None) -> None:
+    RULES.append(RecoveryRule(kind, state, step, min_age))
+
+
+def run_recovery(
+    ctx: SagaContext,
+    *,
+    lock: Lock,
+    kinds: set[str] | None = None,
+    states: set[str] | None = None,
+    batch: int = 100,
+    min_ages: dict[tuple[str, str], timedelta] | None = None,
+) -> dict[str, int]:
+    """Sweep once; returns counts: recovered, rolled_back, still_pending, failed, skipped."""
+    counts = {"recovered": 0, "rolled_back": 0, "still_pending": 0, "failed": 0, "skipped": 0}
+    for state in RECOVERY_ORDER:
+        for rule in RULES:
+            if rule.state != state or (kinds and rule.kind not in kinds):
+                continue
+            if states and state not in states:
+                continue
+            min_age = (min_ages or {}).get((rule.kind, state), rule.min_age)
+            with ctx.uow() as session:
+                ids = claim_operations(
+                    session,
+                    rule.kind,
+                    state,
+                    limit=batch,
+                    older_than=ctx.now() - min_age if min_age else None,
+                )
+            for op_id in ids:
+                counts[_recover_one(ctx, rule, op_id, lock)] += 1
+    return counts
+
+
+def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: Lock) -> str:
+    try:
+        with lock(op_id):
+            result = rule.step(ctx, op_id, rule.state)
+    except OperationInProgressError:
+        return "skipped"  # a worker is on it right now
+    except Exception:
+        logger.exception("recovery of %s operation %s failed", rule.kind, op_id)
+        return "failed"
+    spec = SPECS[rule.kind]
+    if result["state"] == "finalized":
+        return "recovered"
+    if result["state"] in spec.terminal:
+        return "rolled_back"
+    return "still_pending"
