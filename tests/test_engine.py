@@ -199,12 +199,12 @@ def test_concurrent_reservations_never_share_a_proof(
     give_proofs(saga_context, wallet_id, [1] * 40)
     op_ids = [new_operation(saga_context, wallet_id) for _ in range(12)]
 
-    def reserve(i: int) -> int:
+    def reserve_three(i: int) -> int:
         with saga_context.uow() as session:
             taken = reserve(session, wallet_id, op_ids[i], 3, {})
         return len(taken)
 
-    results = run_in_threads(12, reserve)
+    results = run_in_threads(12, reserve_three)
 
     assert all(r == 3 or isinstance(r, InsufficientBalanceError) for r in results), results
     with saga_context.uow() as session:
