@@ -80,6 +80,11 @@ class MintRejectedError(CashuError):
         self.status_code = status_code
         label = f"code {self.mint_code}" if self.mint_code is not None else "no code"
         super().__init__(f"mint rejected the request (HTTP {status_code}, {label}): {self.detail}")
+        # Celery rebuilds an error as cls(*args): args must be what __init__ takes.
+        self.args = (self.detail,)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ProofVerificationFailedError(MintRejectedError):
@@ -472,3 +477,7 @@ class MintServerError(MintAmbiguousError):
         self.status_code = status_code
         self.body = body[:_MAX_DETAIL]
         super().__init__(message or f"mint server error (HTTP {status_code}): {self.body}")
+        self.args = (status_code, self.body, self.message)
+
+    def __str__(self) -> str:
+        return self.message

@@ -60,13 +60,23 @@ class PreparedOutput:
 
 
 def derive_outputs(
-    seed: bytes, keyset_id: str, amounts: Sequence[int], first_counter: int
+    seed: bytes,
+    keyset_id: str,
+    amounts: Sequence[int],
+    first_counter: int,
+    secrets: Sequence[str] | None = None,
 ) -> list[PreparedOutput]:
-    """Deterministic outputs for counters first_counter, first_counter + 1, ..."""
+    """Deterministic outputs for counters first_counter, first_counter + 1, ...
+
+    `secrets` replaces the derived secrets (P2PK-locked outputs carry a
+    spending condition); the blinding factors are still derived.
+    """
     outputs = []
     for offset, amount in enumerate(amounts):
         counter = first_counter + offset
         secret, r = derive_secret_and_r(seed, keyset_id, counter)
+        if secrets is not None:
+            secret = secrets[offset]
         B_, _ = blind_message(secret.encode(), r)
         outputs.append(
             PreparedOutput(amount, keyset_id, secret, r.secret.hex(), B_.format().hex(), counter)

@@ -92,3 +92,17 @@ def derive_secret_and_r(seed: bytes, keyset_id: str, counter: int) -> tuple[str,
     else:
         raise ValueError(f"unsupported keyset id version {keyset_id[:2]!r}")
     return secret.hex(), PrivateKey(r)
+
+
+def derive_labelled_key(seed: bytes, label: bytes) -> PrivateKey:
+    """A private key for one purpose (the wallet's P2PK key, a NUT-20 quote key), from the seed.
+
+    Derived, never stored: the seed alone brings every such key back.
+    """
+    digest = hmac.new(seed, b"cashu-worker/" + label, hashlib.sha256).digest()
+    return PrivateKey((int.from_bytes(digest, "big") % SECP256K1_N).to_bytes(32, "big"))
+
+
+def wallet_p2pk_key(seed: bytes) -> PrivateKey:
+    """The key senders lock tokens to (NUT-11); its public half is in cashu.wallet.info."""
+    return derive_labelled_key(seed, b"p2pk")

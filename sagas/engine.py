@@ -22,6 +22,8 @@ from models import Event, Mint, Operation
 from nuts.client import MintClient
 from nuts.errors import CashuError
 from sagas.errors import (
+    InvalidAmountError,
+    InvalidRequestError,
     InvalidStateError,
     OperationNotFoundError,
     SagaError,
@@ -30,6 +32,7 @@ from sagas.errors import (
 )
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+MAX_AMOUNT = 2_100_000_000_000_000  # every sat there will ever be
 
 
 @dataclass
@@ -238,5 +241,51 @@ def claim_operations(
         .values(claimed_until=now + timedelta(seconds=lease_seconds))
         .returning(Operation.id)
         .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(stmt))
+
+
+def release_claim(session: Session, operation_id: uuid.UUID) -> None:
+    session.execute(
+        update(Operation)
+        .where(Operation.id == operation_id)
+        .values(claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def validate_amount(amount: object) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmountError(f"amount must be a whole number, got {amount!r}")
+    if not 0 < amount <= MAX_AMOUNT:
+        raise InvalidAmountError(f"amount {amount} is out of range")
+    return amount
+
+
+MAX_LIMIT = 500
+
+
+def list_operations(
+    session: Session,
+    wallet: str,
+    *,
+    kind: str | None = None,
+    states: list[str] | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Operation]:
+    """A wallet's operations, newest first."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidRequestError(f"{name} must be a non-negative whole number")
+    stmt = select(Operation).where(Operation.wallet == wallet)
+    if kind is not None:
+        stmt = stmt.where(Operation.kind == kind)
+    if states:
+        stmt = stmt.where(Operation.state.in_(list(states)))
+    stmt = (
+        stmt.order_by(Operation.created_at.desc(), Operation.id.desc())
+        .limit(min(limit, MAX_LIMIT))
+        .offset(offset)
     )
     return list(session.scalars(stmt))

@@ -119,3 +119,24 @@ class MintSignatureInvalidError(SagaError):
 
     code = "MINT_SIGNATURE_INVALID"
     severity = Severity.CRITICAL
+
+
+class InvalidRequestError(SagaError):
+    """An argument is malformed (a public key, a method, a unit)."""
+
+    code = "INVALID_REQUEST"
+    severity = Severity.LOW
+
+
+class TokenLockedError(SagaError):
+    """The token is locked (P2PK) to a key this wallet does not hold."""
+
+    code = "TOKEN_LOCKED"
+    severity = Severity.LOW
+
+
+class TokenAlreadySpentError(SagaError):
+    """The token was already claimed (its proofs are spent at the mint)."""
+
+    code = "TOKEN_ALREADY_SPENT"
+    severity = Severity.LOW

@@ -17,8 +17,6 @@ Recovery, per state (run by the beat and cashu.recovery.run):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -44,6 +42,7 @@ from nuts.errors import (
 from nuts.errors import QuoteExpiredError as MintQuoteExpiredError
 from nuts.models import BlindSignature, MintQuote, MintQuoteState
 from nuts.outputs import PreparedOutput, derive_outputs, unblind_outputs
+from nuts.secrets import derive_labelled_key
 from sagas.counters import allocate_counters
 from sagas.engine import (
     SagaContext,
@@ -54,6 +53,7 @@ from sagas.engine import (
     register,
     transition,
     update_operation,
+    validate_amount,
 )
 from sagas.errors import (
     InvalidAmountError,
@@ -65,12 +65,11 @@ from sagas.errors import (
     UnsupportedMethodError,
 )
 from sagas.mints import active_keyset, load_keysets, require_trusted_mint
-from sagas.proofs import store_proofs
+from sagas.proofs import store_operation_proofs
 from sagas.recovery import register_rule
 
 KIND = "mint"
 METHODS = frozenset({"bolt11"})
-MAX_AMOUNT = 2_100_000_000_000_000  # every sat there will ever be
 
 SPEC = register(
     SagaSpec(
@@ -334,9 +333,7 @@ def _finalize(
                 error=ProofsNotRecoveredError(f"got {minted} of {op.amount} from the mint"),
             )
             return operation_view(op)
-        store_proofs(
-            session, proofs, wallet=op.wallet, mint_url=op.mint_url, unit=op.unit, created_by=op.id
-        )
+        store_operation_proofs(session, op, proofs)
         transition(
             session, op, "finalized", data={"minted_amount": minted, "quote_state": "ISSUED"}
         )
@@ -428,8 +425,7 @@ def _quote_data(quote: MintQuote, locked: bool) -> dict[str, Any]:
 
 def _quote_key(ctx: SagaContext, wallet: str, op_id: uuid.UUID) -> PrivateKey:
     """The NUT-20 key of one quote, derived from the wallet seed: nothing secret is stored."""
-    digest = hmac.new(ctx.wallet_seed(wallet), b"cashu-worker/nut20/" + op_id.bytes, hashlib.sha256)
-    return PrivateKey(digest.digest())
+    return derive_labelled_key(ctx.wallet_seed(wallet), b"nut20/" + op_id.bytes)
 
 
 def _supports_nut20(ctx: SagaContext, mint_url: str) -> bool:
@@ -442,14 +438,6 @@ def _supports_nut20(ctx: SagaContext, mint_url: str) -> bool:
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise UnsupportedMethodError(f"mint method {method!r} is not supported")
-
-
-def validate_amount(amount: object) -> int:
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidAmountError(f"amount must be a whole number, got {amount!r}")
-    if not 0 < amount <= MAX_AMOUNT:
-        raise InvalidAmountError(f"amount {amount} is out of range")
-    return amount
 
 
 register_rule(KIND, "init", recover, min_age=timedelta(minutes=10))

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Proof, ProofState
+from models import Operation, Proof, ProofState
 from nuts.amounts import InsufficientFundsError, select_proofs
 from nuts.models import Proof as WireProof
 from nuts.models import ProofDLEQ
@@ -45,6 +45,7 @@ def store_proofs(
     mint_url: str,
     unit: str,
     created_by: uuid.UUID | None,
+    used_by: uuid.UUID | None = None,
     state: ProofState = ProofState.UNSPENT,
 ) -> int:
     """Insert new proofs; a secret we already hold is left as it is (idempotent re-runs)."""
@@ -62,6 +63,7 @@ def store_proofs(
             "witness": p.witness,
             "state": state,
             "created_by": created_by,
+            "used_by": used_by,
         }
         for p in proofs
     ]
@@ -69,6 +71,27 @@ def store_proofs(
         return 0
     stmt = insert(Proof).values(rows).on_conflict_do_nothing(index_elements=["secret"])
     return session.execute(stmt).rowcount
+
+
+def store_operation_proofs(
+    session: Session,
+    op: Operation,
+    proofs: Iterable[WireProof],
+    *,
+    state: ProofState = ProofState.UNSPENT,
+    used_by: uuid.UUID | None = None,
+) -> int:
+    """New proofs an operation brought in, in its wallet, mint and unit."""
+    return store_proofs(
+        session,
+        proofs,
+        wallet=op.wallet,
+        mint_url=op.mint_url,
+        unit=op.unit,
+        created_by=op.id,
+        used_by=used_by,
+        state=state,
+    )
 
 
 def to_wire(row: Proof) -> WireProof:
@@ -123,15 +146,23 @@ def select_and_reserve(
     fee_ppk: dict[str, int],
     operation_id: uuid.UUID,
     include_fees: bool = True,
-) -> list[Proof]:
+    exact_without_fees: bool = False,
+) -> list[WireProof]:
     """Choose proofs covering `amount` (plus their input fee) and reserve them for the operation.
 
+    With exact_without_fees, proofs adding up to exactly `amount` are taken when
+    the wallet has them (they can be handed over as they are, no swap, no fee).
     Each attempt runs in a savepoint, so a lost race undoes only that attempt.
     """
     for _ in range(RESERVE_ATTEMPTS):
         candidates = spendable_candidates(session, wallet, mint_url, unit)
         try:
-            chosen = select_proofs(candidates, amount, fee_ppk, include_fees=include_fees)
+            chosen = []
+            if exact_without_fees:
+                chosen = select_proofs(candidates, amount, fee_ppk, include_fees=False)
+                if sum(c.amount for c in chosen) != amount:
+                    chosen = []
+            chosen = chosen or select_proofs(candidates, amount, fee_ppk, include_fees=include_fees)
         except InsufficientFundsError as exc:
             raise InsufficientBalanceError(
                 f"wallet {wallet!r} has {exc.available} {unit} spendable at {mint_url}, "
@@ -140,9 +171,10 @@ def select_and_reserve(
         ids = [c.row_id for c in chosen]
         with session.begin_nested() as savepoint:
             if reserve_proofs(session, ids, operation_id):
-                return list(
-                    session.scalars(select(Proof).where(Proof.id.in_(ids)).order_by(Proof.amount))
+                rows = session.scalars(
+                    select(Proof).where(Proof.id.in_(ids)).order_by(Proof.amount)
                 )
+                return [to_wire(row) for row in rows]
             savepoint.rollback()
     raise InsufficientBalanceError(
         f"could not reserve proofs for {amount} {unit} after {RESERVE_ATTEMPTS} attempts "

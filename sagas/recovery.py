@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sagas.engine import SPECS, SagaContext, claim_operations
+from sagas.engine import SPECS, SagaContext, claim_operations, release_claim
 from sagas.errors import OperationInProgressError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: L
     except Exception:
         logger.exception("recovery of %s operation %s failed", rule.kind, op_id)
         return "failed"
+    finally:
+        with ctx.uow() as session:
+            release_claim(session, op_id)  # the next tick may look again, however soon
     spec = SPECS[rule.kind]
     if result["state"] == "finalized":
         return "recovered"

@@ -62,7 +62,7 @@ def new_operation(ctx: SagaContext, wallet: str, state: str = "pending") -> uuid
 
 def reserve(
     session: Session, wallet: str, op_id: uuid.UUID, amount: int, fees: dict[str, int]
-) -> list[Proof]:
+) -> list[WireProof]:
     return select_and_reserve(
         session,
         wallet=wallet,

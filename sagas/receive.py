@@ -1,0 +1,285 @@
+"""Receive saga: swap a token someone gave us into this wallet's own proofs.
+
+    prepared -> executing -> finalized
+    prepared/executing -> failed        (the token was claimed elsewhere)
+    prepared -> rolled_back             (the mint refused the swap; nothing moved)
+
+prepare decodes and checks the token offline (mint trusted, keysets known,
+every DLEQ present verified, a P2PK lock we can sign) and reports amount and
+fee. execute writes our outputs ahead and swaps. One operation per token: its
+proofs' Ys hash to the operation's quote_id, so a double receive is refused.
+
+Recovery from executing asks the mint: inputs all UNSPENT -> redo the swap
+with the same outputs; all SPENT -> restore our outputs (ours: finalized;
+not ours: failed); mixed or unreachable -> stay and retry later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from models import Operation
+from nuts.amounts import input_fee
+from nuts.errors import InvalidTokenError, KeysetError, MintAmbiguousError, MintRejectedError
+from nuts.models import Proof as WireProof
+from nuts.models import ProofSpentState
+from nuts.outputs import proof_y, verify_proof_dleq
+from nuts.p2pk import P2PKConditions, SpendingConditionError, parse_secret, sign_p2pk_inputs
+from nuts.secrets import wallet_p2pk_key
+from nuts.tokens import Token, decode_token, expand_keyset_ids
+from sagas import mints as registry
+from sagas.engine import (
+    SagaContext,
+    SagaSpec,
+    get_operation,
+    operation_view,
+    record_event,
+    register,
+    transition,
+    update_operation,
+)
+from sagas.errors import (
+    TokenAlreadySpentError,
+    TokenLockedError,
+    UnknownMintError,
+    UntrustedMintError,
+)
+from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
+from sagas.proofs import store_operation_proofs
+from sagas.recovery import register_rule
+from sagas.swap import (
+    SwapResult,
+    inputs_state,
+    outputs_data,
+    plan_outputs,
+    restore_outputs,
+    settle_swap,
+    stored_outputs,
+)
+
+KIND = "receive"
+
+SPEC = register(
+    SagaSpec(
+        kind=KIND,
+        transitions={
+            "prepared": frozenset({"executing", "rolled_back", "failed"}),
+            "executing": frozenset({"finalized", "failed", "rolled_back"}),
+            "finalized": frozenset(),
+            "failed": frozenset(),
+            "rolled_back": frozenset(),
+        },
+        terminal=frozenset({"finalized", "failed", "rolled_back"}),
+        event_prefix="receive-op",
+        evented=frozenset({"prepared", "finalized", "rolled_back", "failed"}),
+        public_data=("fee", "token_amount", "memo"),
+    )
+)
+
+
+def prepare(
+    ctx: SagaContext,
+    wallet: str,
+    token: str,
+    trust_mint: bool = False,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """Check a token offline and report what receiving it yields; nothing moves yet."""
+    parsed = decode_token(token)
+    mint_url = _trusted_mint_for(ctx, parsed.mint, trust_mint)
+    with ctx.uow() as session:
+        keysets = load_keysets(session, mint_url)
+    if not set(_short(parsed)) <= {k[:16] for k in keysets}:
+        with ctx.uow() as session:  # a keyset we have not seen yet: fetch and verify it
+            registry.sync_keysets(session, ctx.mint_client(mint_url), mint_url)
+            keysets = load_keysets(session, mint_url)
+    try:
+        parsed = expand_keyset_ids(parsed, keysets)
+    except KeysetError as exc:
+        raise InvalidTokenError(f"token names a keyset the mint does not have: {exc}") from None
+    for proof in parsed.proofs:
+        keyset = keysets[proof.id]
+        if keyset.unit != parsed.unit:
+            raise InvalidTokenError(f"token unit {parsed.unit} but keyset unit {keyset.unit}")
+        if not verify_proof_dleq(proof, keyset):
+            raise InvalidTokenError("a proof's DLEQ does not verify: not signed by this mint")
+    _check_locks(ctx, wallet, parsed.proofs)
+    fee = input_fee(parsed.proofs, fee_ppk(keysets))
+    if parsed.amount <= fee:
+        raise InvalidTokenError(f"token worth {parsed.amount} does not cover its fee {fee}")
+    token_id = hashlib.sha256("".join(sorted(proof_y(p) for p in parsed.proofs)).encode())
+    with ctx.uow() as session:
+        existing = session.scalars(
+            select(Operation).where(
+                Operation.mint_url == mint_url,
+                Operation.kind == KIND,
+                Operation.quote_id == token_id.hexdigest(),
+            )
+        ).one_or_none()
+        if existing is not None:
+            if existing.wallet == wallet and existing.state not in SPEC.terminal:
+                return operation_view(existing)
+            raise TokenAlreadySpentError("this token was already received")
+        op = Operation(
+            id=uuid.uuid4(),
+            wallet=wallet,
+            kind=KIND,
+            state="prepared",
+            mint_url=mint_url,
+            unit=parsed.unit,
+            amount=parsed.amount - fee,
+            quote_id=token_id.hexdigest(),
+            notify_task=notify_task,
+            data={
+                "fee": fee,
+                "token_amount": parsed.amount,
+                "memo": parsed.memo,
+                "inputs": [p.model_dump(exclude_none=True) for p in parsed.proofs],
+            },
+        )
+        session.add(op)
+        session.flush()
+        record_event(session, op)
+        return operation_view(op)
+
+
+def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Swap the token into our outputs (written ahead) and keep the proofs."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state not in ("prepared", "executing"):
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        if op.state == "prepared":
+            keysets = load_keysets(session, mint_url)
+            planned = plan_outputs(
+                session,
+                ctx.wallet_seed(op.wallet),
+                op.wallet,
+                active_keyset(keysets, op.unit, mint_url),
+                {"outputs": op.amount},
+            )
+            transition(session, op, "executing", data=outputs_data(planned))
+        op_id = op.id
+        inputs = _signed_inputs(ctx, op)
+        outputs = stored_outputs(op.data, "outputs")
+        keysets = load_keysets(session, mint_url)
+    outcome = settle_swap(ctx.mint_client(mint_url), inputs, outputs, keysets)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            store_operation_proofs(session, op, outcome.proofs)
+            transition(session, op, "finalized")
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            transition(session, op, "failed", error=TokenAlreadySpentError())
+        elif outcome.result == SwapResult.REJECTED:
+            transition(session, op, "rolled_back", error=outcome.error)  # type: ignore[arg-type]
+        else:
+            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+        view = operation_view(op)
+    if view["state"] == "failed":
+        raise TokenAlreadySpentError("the token was already claimed elsewhere")
+    return view
+
+
+def redeem(
+    ctx: SagaContext,
+    wallet: str,
+    token: str,
+    trust_mint: bool = False,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """prepare + execute in one call."""
+    prepared = prepare(ctx, wallet, token, trust_mint, notify_task)
+    return execute(ctx, prepared["id"])
+
+
+def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
+    """Executing: ask checkstate first, then redo, restore, or wait (see the module doc)."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        inputs = _signed_inputs(ctx, op)
+        outputs = stored_outputs(op.data, "outputs")
+        keysets = load_keysets(session, mint_url)
+    client = ctx.mint_client(mint_url)
+    try:
+        states = inputs_state(client, inputs)
+        if states == {ProofSpentState.UNSPENT}:
+            return execute(ctx, operation_id)
+        if states != {ProofSpentState.SPENT}:
+            return operation_view_of(ctx, operation_id)  # mixed or pending: later
+        restored = restore_outputs(client, outputs, keysets)
+    except (MintAmbiguousError, MintRejectedError):
+        return operation_view_of(ctx, operation_id)
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        if restored is None:
+            transition(session, op, "failed", error=TokenAlreadySpentError())
+        else:
+            store_operation_proofs(session, op, restored)
+            transition(session, op, "finalized")
+        return operation_view(op)
+
+
+register_rule(KIND, "executing", recover)
+
+
+def operation_view_of(ctx: SagaContext, operation_id: uuid.UUID) -> dict[str, Any]:
+    with ctx.uow() as session:
+        return operation_view(get_operation(session, operation_id, KIND))
+
+
+# --- the steps' insides -------------------------------------------------------------------------
+
+
+def _trusted_mint_for(ctx: SagaContext, url: str, trust_mint: bool) -> str:
+    """The token's mint, registered and trusted; trust_mint=True adds (or trusts) it."""
+    try:
+        with ctx.uow() as session:
+            return require_trusted_mint(session, url)
+    except (UnknownMintError, UntrustedMintError):
+        if not trust_mint:
+            raise
+    with ctx.uow() as session:
+        return registry.add_mint(session, ctx.mint_client(url), url, trusted=True)["url"]
+
+
+def _short(token: Token) -> list[str]:
+    return [kid[:16] for kid in token.keyset_ids]
+
+
+def _check_locks(ctx: SagaContext, wallet: str, proofs: list[WireProof]) -> None:
+    ours = wallet_p2pk_key(ctx.wallet_seed(wallet)).public_key.format().hex()[2:]
+    for proof in proofs:
+        try:
+            secret = parse_secret(proof.secret)
+            if secret is None:
+                continue
+            if secret.kind != "P2PK":
+                raise TokenLockedError(f"spending condition {secret.kind} is not supported")
+            conditions = P2PKConditions.of(secret)
+        except SpendingConditionError as exc:
+            raise InvalidTokenError(f"malformed spending condition: {exc}") from None
+        paths = conditions.signers_needed()
+        if paths and not any(
+            n == 1 and any(k.lower()[2:] == ours for k in keys) for keys, n in paths
+        ):
+            raise TokenLockedError("the token is locked to a key this wallet does not hold")
+
+
+def _signed_inputs(ctx: SagaContext, op: Operation) -> list[WireProof]:
+    inputs = [WireProof.model_validate(p) for p in op.data["inputs"]]
+    if any(parse_secret(p.secret) is not None for p in inputs):
+        inputs = sign_p2pk_inputs(inputs, wallet_p2pk_key(ctx.wallet_seed(op.wallet)))
+    return inputs

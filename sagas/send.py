@@ -1,0 +1,409 @@
+"""Send saga: proofs out as a Cashu token, followed until someone claims it.
+
+    prepared -> executing -> pending (token out) -> finalized (claimed)
+    prepared -> rolling_back -> rolled_back                 (cancel: release the inputs)
+    pending -> rolling_back -> rolled_back                  (reclaim: swap the token back)
+    rolling_back -> finalized                               (claimed while we reclaimed)
+    rolling_back -> pending                                 (the mint refused the reclaim)
+    executing -> rolled_back                                (the mint refused the swap)
+
+prepare reserves inputs and reports the fee before anything moves: proofs that
+add up to the amount exactly go out as they are (no swap, no fee); otherwise a
+swap splits the inputs into send and keep outputs, written ahead.
+
+Recovery, per state:
+    prepared      older than the configured age -> cancelled
+    executing     replay the swap with the stored outputs (rule 5); refused -> rolled back
+    pending       checkstate of the sent proofs: all spent -> finalized
+    rolling_back  resume the reclaim from its stored outputs
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from coincurve import PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Operation, Proof, ProofState
+from nuts.amounts import fee_for_ppks, input_fee, split_amount
+from nuts.errors import MintAmbiguousError, MintRejectedError
+from nuts.models import Proof as WireProof
+from nuts.models import ProofSpentState
+from nuts.p2pk import sign_p2pk_inputs
+from nuts.secrets import wallet_p2pk_key
+from nuts.tokens import Token, encode_token_v3, encode_token_v4
+from sagas.engine import (
+    SagaContext,
+    SagaSpec,
+    claim_operations,
+    get_operation,
+    operation_view,
+    record_event,
+    register,
+    transition,
+    update_operation,
+    validate_amount,
+)
+from sagas.errors import InvalidRequestError, InvalidStateError, TokenLockedError
+from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
+from sagas.proofs import (
+    proofs_of_operation,
+    release_proofs,
+    select_and_reserve,
+    set_proof_state,
+    store_operation_proofs,
+    to_wire,
+)
+from sagas.recovery import register_rule
+from sagas.swap import SwapResult, outputs_data, plan_outputs, settle_swap, stored_outputs
+
+KIND = "send"
+
+SPEC = register(
+    SagaSpec(
+        kind=KIND,
+        transitions={
+            "prepared": frozenset({"executing", "rolling_back"}),
+            "executing": frozenset({"pending", "rolled_back"}),
+            "pending": frozenset({"finalized", "rolling_back"}),
+            "rolling_back": frozenset({"rolled_back", "finalized", "pending"}),
+            "finalized": frozenset(),
+            "rolled_back": frozenset(),
+        },
+        terminal=frozenset({"finalized", "rolled_back"}),
+        event_prefix="send",
+        evented=frozenset({"prepared", "pending", "finalized", "rolled_back"}),
+        public_data=(
+            "fee",
+            "input_amount",
+            "needs_swap",
+            "send_amount",
+            "keep_amount",
+            "receiver_fee",
+            "memo",
+            "p2pk_pubkey",
+            "token",
+            "reclaimed_amount",
+            "reclaim_fee",
+        ),
+    )
+)
+
+
+# --- public steps ------------------------------------------------------------------------------
+
+
+def prepare(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    amount: int,
+    unit: str = "sat",
+    memo: str | None = None,
+    p2pk_pubkey: str | None = None,
+    include_receiver_fee: bool = False,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """Reserve inputs for a send and report its fee; nothing leaves the wallet yet."""
+    amount = validate_amount(amount)
+    if p2pk_pubkey is not None:
+        p2pk_pubkey = _valid_pubkey(p2pk_pubkey)
+    with ctx.uow() as session:
+        mint_url = require_trusted_mint(session, mint_url)
+        keysets = load_keysets(session, mint_url)
+        keyset = active_keyset(keysets, unit, mint_url)
+        fees = fee_ppk(keysets)
+        receiver_fee = _receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
+        send_amount = amount + receiver_fee
+        op = Operation(
+            id=uuid.uuid4(),
+            wallet=wallet,
+            kind=KIND,
+            state="prepared",
+            mint_url=mint_url,
+            unit=unit,
+            amount=amount,
+            notify_task=notify_task,
+            data={},
+        )
+        session.add(op)
+        session.flush()
+        # Handing over proofs as they are needs an exact match, no lock, and a receiver
+        # fee we computed for the split (which the proofs we hold need not match).
+        as_they_are = p2pk_pubkey is None and not include_receiver_fee
+        inputs = select_and_reserve(
+            session,
+            wallet=wallet,
+            mint_url=mint_url,
+            unit=unit,
+            amount=send_amount,
+            fee_ppk=fees,
+            operation_id=op.id,
+            exact_without_fees=as_they_are,
+        )
+        input_amount = sum(p.amount for p in inputs)
+        needs_swap = not (as_they_are and input_amount == send_amount)
+        fee = input_fee(inputs, fees) if needs_swap else 0
+        op.data = {
+            "fee": fee,
+            "input_amount": input_amount,
+            "needs_swap": needs_swap,
+            "send_amount": send_amount,
+            "keep_amount": input_amount - send_amount - fee,
+            "receiver_fee": receiver_fee,
+            "memo": memo,
+            "p2pk_pubkey": p2pk_pubkey,
+        }
+        session.flush()
+        record_event(session, op)
+        return operation_view(op)
+
+
+def execute(ctx: SagaContext, operation_id: str | uuid.UUID, token_version: int = 4) -> dict:
+    """Make the token: hand over the inputs, or swap them into send and keep outputs."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state not in ("prepared", "executing"):
+            return operation_view(op)
+        require_trusted_mint(session, op.mint_url)
+        if op.state == "prepared" and not op.data["needs_swap"]:
+            transition(session, op, "executing")
+            set_proof_state(session, op.id, ProofState.PENDING)
+            return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
+        if op.state == "prepared":
+            _write_outputs_ahead(ctx, session, op)
+        op_id, mint_url = op.id, op.mint_url
+        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+        send, keep = stored_outputs(op.data, "send"), stored_outputs(op.data, "keep")
+        keysets = load_keysets(session, mint_url)
+    outcome = settle_swap(ctx.mint_client(mint_url), inputs, send + keep, keysets)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            sent, kept = outcome.proofs[: len(send)], outcome.proofs[len(send) :]
+            store_operation_proofs(session, op, kept)
+            store_operation_proofs(session, op, sent, state=ProofState.PENDING, used_by=op.id)
+            return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
+        if outcome.result == SwapResult.REJECTED:
+            release_proofs(session, op.id)
+            transition(session, op, "rolled_back", error=outcome.error)  # type: ignore[arg-type]
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            transition(session, op, "rolled_back", error=outcome.error)  # type: ignore[arg-type]
+        else:
+            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Finalize once the mint reports every sent proof spent (NUT-07)."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state != "pending":
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        ys = [p.y for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
+        op_id = op.id
+    try:
+        states = ctx.mint_client(mint_url).checkstate(ys)
+    except (MintAmbiguousError, MintRejectedError):
+        with ctx.uow() as session:
+            return operation_view(get_operation(session, op_id, KIND))
+    return finalize_if_claimed(ctx, op_id, {s.Y: s.state for s in states})
+
+
+def finalize_if_claimed(
+    ctx: SagaContext, operation_id: uuid.UUID, states: dict[str, ProofSpentState]
+) -> dict[str, Any]:
+    """Given the mint's states of the sent proofs: all spent -> finalized."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        sent = [p for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
+        if (
+            op.state == "pending"
+            and sent
+            and all(states.get(p.y) == ProofSpentState.SPENT for p in sent)
+        ):
+            set_proof_state(session, op.id, ProofState.SPENT)
+            transition(session, op, "finalized")
+        return operation_view(op)
+
+
+def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Cancel a prepared send, or reclaim a pending one with a swap into fresh outputs."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state in SPEC.terminal:
+            return operation_view(op)
+        if op.state == "prepared":
+            release_proofs(session, op.id)
+            transition(session, op, "rolling_back")
+            transition(session, op, "rolled_back")
+            return operation_view(op)
+        if op.state == "executing":
+            raise InvalidStateError("the send is executing; it settles before it can roll back")
+        mint_url = require_trusted_mint(session, op.mint_url)
+        if op.state == "pending":
+            _plan_reclaim(ctx, session, op)
+        op_id = op.id
+        reclaim = stored_outputs(op.data, "reclaim")
+        keysets = load_keysets(session, mint_url)
+        sent = _signed_for_reclaim(ctx, op, proofs_of_operation(session, op.id))
+    outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "rolling_back":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            store_operation_proofs(session, op, outcome.proofs)
+            transition(session, op, "rolled_back")
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            set_proof_state(session, op.id, ProofState.SPENT)  # the receiver claimed it first
+            transition(session, op, "finalized")
+        elif outcome.result == SwapResult.REJECTED:
+            transition(session, op, "pending", error=outcome.error)  # type: ignore[arg-type]
+        else:
+            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100) -> dict:
+    """The proof-state watcher: finalize claimed sends with one checkstate per mint per
+    `batch` proofs, instead of one call per operation."""
+    with ctx.uow() as session:
+        op_ids = claim_operations(session, KIND, "pending", limit=limit)
+        rows = session.execute(
+            select(Proof.mint_url, Proof.y).where(
+                Proof.used_by.in_(op_ids), Proof.state == ProofState.PENDING
+            )
+        ).all()
+    ys_by_mint: dict[str, list[str]] = {}
+    for mint_url, y in rows:
+        ys_by_mint.setdefault(mint_url, []).append(y)
+    states: dict[str, ProofSpentState] = {}
+    calls = 0
+    for mint_url, ys in ys_by_mint.items():
+        client = ctx.mint_client(mint_url)
+        for start in range(0, len(ys), batch):
+            try:
+                states.update({s.Y: s.state for s in client.checkstate(ys[start : start + batch])})
+            except (MintAmbiguousError, MintRejectedError):
+                break  # this mint is unreachable now; its sends wait for the next tick
+            calls += 1
+    finalized = sum(
+        finalize_if_claimed(ctx, op_id, states)["state"] == "finalized" for op_id in op_ids
+    )
+    return {"checked": len(op_ids), "finalized": finalized, "checkstate_calls": calls}
+
+
+# --- recovery ----------------------------------------------------------------------------------
+
+
+def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
+    if state == "executing":
+        return execute(ctx, operation_id)
+    if state == "pending":
+        return refresh(ctx, operation_id)
+    return rollback(ctx, operation_id)  # prepared (stale) and rolling_back
+
+
+register_rule(KIND, "executing", recover)
+register_rule(KIND, "rolling_back", recover)
+register_rule(KIND, "pending", recover)
+register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
+
+
+# --- the steps' insides -------------------------------------------------------------------------
+
+
+def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
+    keysets = load_keysets(session, op.mint_url)
+    keyset = active_keyset(keysets, op.unit, op.mint_url)
+    planned = plan_outputs(
+        session,
+        ctx.wallet_seed(op.wallet),
+        op.wallet,
+        keyset,
+        {"send": op.data["send_amount"], "keep": op.data["keep_amount"]},
+        lock_to={"send": op.data["p2pk_pubkey"]} if op.data.get("p2pk_pubkey") else None,
+    )
+    transition(session, op, "executing", data=outputs_data(planned))
+
+
+def _token_out(session: Session, op: Operation, rows: list, token_version: int) -> dict:
+    proofs = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
+    token = Token(mint=op.mint_url, unit=op.unit, proofs=proofs, memo=op.data.get("memo"))
+    text = encode_token_v3(token) if token_version == 3 else encode_token_v4(token)
+    transition(session, op, "pending", data={"token": text})
+    return operation_view(op)
+
+
+def _plan_reclaim(ctx: SagaContext, session: Session, op: Operation) -> None:
+    """pending -> rolling_back, with the reclaim outputs written ahead."""
+    locked_to = op.data.get("p2pk_pubkey")
+    if locked_to and locked_to[2:] != _our_pubkey(ctx, op.wallet)[2:]:
+        raise TokenLockedError(
+            "the token is locked to the receiver's key (P2PK): only the receiver can claim it"
+        )
+    sent = [p for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
+    keysets = load_keysets(session, op.mint_url)
+    fee = input_fee([to_wire(p) for p in sent], fee_ppk(keysets))
+    amount = sum(p.amount for p in sent) - fee
+    if amount <= 0:
+        raise InvalidStateError(f"reclaiming {amount + fee} would cost {fee} in fees")
+    planned = plan_outputs(
+        session,
+        ctx.wallet_seed(op.wallet),
+        op.wallet,
+        active_keyset(keysets, op.unit, op.mint_url),
+        {"reclaim": amount},
+    )
+    transition(
+        session,
+        op,
+        "rolling_back",
+        data={**outputs_data(planned), "reclaim_fee": fee, "reclaimed_amount": amount},
+    )
+
+
+def _signed_for_reclaim(ctx: SagaContext, op: Operation, rows: list[Proof]) -> list[WireProof]:
+    """The sent proofs as swap inputs, signed when they are locked to our own key."""
+    sent = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
+    if op.data.get("p2pk_pubkey"):
+        sent = sign_p2pk_inputs(sent, wallet_p2pk_key(ctx.wallet_seed(op.wallet)))
+    return sent
+
+
+def _our_pubkey(ctx: SagaContext, wallet: str) -> str:
+    return wallet_p2pk_key(ctx.wallet_seed(wallet)).public_key.format().hex()
+
+
+def _receiver_fee(amount: int, ppk: int) -> int:
+    """The fee the receiver pays to swap a token worth amount + that fee, split in powers of 2."""
+    fee = 0
+    for _ in range(64):
+        needed = fee_for_ppks([ppk] * len(split_amount(amount + fee)))
+        if needed == fee:
+            return fee
+        fee = needed
+    return fee
+
+
+def _valid_pubkey(pubkey: str) -> str:
+    try:
+        if len(pubkey) != 66 or pubkey[:2] not in ("02", "03"):
+            raise ValueError
+        PublicKey(bytes.fromhex(pubkey))
+    except ValueError:
+        raise InvalidRequestError(
+            f"p2pk_pubkey must be a 33-byte compressed public key in hex, got {pubkey[:20]!r}"
+        ) from None
+    return pubkey.lower()

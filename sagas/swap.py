@@ -1,0 +1,141 @@
+"""Swaps (NUT-03) as the sagas use them: outputs planned ahead, outcomes settled from the mint.
+
+Send, receive, melt and reclaims all swap. What they share is here:
+
+* `plan_outputs` derives the outputs for each purpose ("send", "keep", ...)
+  from freshly allocated counters, to be stored with the write-ahead state.
+* `settle_swap` performs the swap, or after an ambiguous failure replays it,
+  and says what happened, following DESIGN.md rule 5: replay the identical
+  request; if the mint says it already signed or the inputs are spent, restore
+  our outputs' signatures (NUT-09); only a definitive rejection leaves the
+  inputs ours to release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from nuts.amounts import split_amount
+from nuts.client import MintClient
+from nuts.errors import (
+    InvalidSignatureError,
+    MintAmbiguousError,
+    MintRejectedError,
+    OutputsAlreadySignedError,
+    ProofsAlreadySpentError,
+)
+from nuts.keysets import Keyset
+from nuts.models import Proof as WireProof
+from nuts.models import ProofSpentState
+from nuts.outputs import PreparedOutput, derive_outputs, proof_y, unblind_outputs
+from nuts.p2pk import p2pk_secret
+from sagas.counters import allocate_counters
+
+
+class SwapResult(StrEnum):
+    DONE = "done"  # our outputs are signed: proofs in hand
+    REJECTED = "rejected"  # definitively refused; inputs unspent, ours to release
+    INPUTS_SPENT_ELSEWHERE = "inputs_spent_elsewhere"  # someone else spent the inputs
+    UNKNOWN = "unknown"  # ambiguous; leave the operation for recovery
+
+
+@dataclass
+class SwapOutcome:
+    result: SwapResult
+    proofs: list[WireProof] = field(default_factory=list)  # in the order of the outputs
+    error: Exception | None = None
+
+
+def plan_outputs(
+    session: Session,
+    seed: bytes,
+    wallet: str,
+    keyset: Keyset,
+    amounts_by_purpose: Mapping[str, int],
+    lock_to: Mapping[str, str] | None = None,
+) -> dict[str, list[PreparedOutput]]:
+    """Deterministic outputs per purpose, from one counter allocation.
+
+    `lock_to` maps a purpose to a public key its outputs are P2PK-locked to.
+    """
+    splits = {purpose: split_amount(amount) for purpose, amount in amounts_by_purpose.items()}
+    count = sum(len(parts) for parts in splits.values())
+    if count == 0:
+        return {purpose: [] for purpose in splits}
+    counter = allocate_counters(session, wallet, keyset.id, count)
+    planned: dict[str, list[PreparedOutput]] = {}
+    for purpose, parts in splits.items():
+        pubkey = (lock_to or {}).get(purpose)
+        secrets = [p2pk_secret(pubkey) for _ in parts] if pubkey else None
+        planned[purpose] = derive_outputs(seed, keyset.id, parts, counter, secrets)
+        counter += len(parts)
+    return planned
+
+
+def stored_outputs(data: Mapping[str, list[dict]], purpose: str) -> list[PreparedOutput]:
+    """Outputs written ahead into an operation's data, back as PreparedOutputs."""
+    return [PreparedOutput.from_dict(o) for o in data.get(purpose) or []]
+
+
+def outputs_data(planned: Mapping[str, list[PreparedOutput]]) -> dict[str, list[dict]]:
+    """The JSON form of planned outputs, for the write-ahead state."""
+    return {purpose: [o.to_dict() for o in outputs] for purpose, outputs in planned.items()}
+
+
+def settle_swap(
+    client: MintClient,
+    inputs: Sequence[WireProof],
+    outputs: Sequence[PreparedOutput],
+    keysets: dict[str, Keyset],
+) -> SwapOutcome:
+    """Swap (or replay the identical swap) and classify the outcome; never raises for the mint."""
+    try:
+        signatures = client.swap(list(inputs), [o.blinded_message for o in outputs])
+    except (OutputsAlreadySignedError, ProofsAlreadySpentError) as exc:
+        return _restore_or_classify(client, inputs, outputs, keysets, exc)
+    except MintRejectedError as exc:
+        return SwapOutcome(SwapResult.REJECTED, error=exc)
+    except MintAmbiguousError as exc:
+        return SwapOutcome(SwapResult.UNKNOWN, error=exc)
+    try:
+        return SwapOutcome(SwapResult.DONE, unblind_outputs(outputs, signatures, keysets))
+    except InvalidSignatureError as exc:
+        return SwapOutcome(SwapResult.UNKNOWN, error=exc)
+
+
+def restore_outputs(
+    client: MintClient, outputs: Sequence[PreparedOutput], keysets: dict[str, Keyset]
+) -> list[WireProof] | None:
+    """Our outputs' signatures from the mint (NUT-09), all of them, or None."""
+    restored = client.restore([o.blinded_message for o in outputs])
+    by_b = {m.B_: s for m, s in zip(restored.outputs, restored.signatures, strict=False)}
+    if not outputs or any(o.B_ not in by_b for o in outputs):
+        return None
+    return unblind_outputs(outputs, [by_b[o.B_] for o in outputs], keysets)
+
+
+def inputs_state(client: MintClient, inputs: Sequence[WireProof]) -> set[ProofSpentState]:
+    return {s.state for s in client.checkstate([proof_y(p) for p in inputs])}
+
+
+def _restore_or_classify(
+    client: MintClient,
+    inputs: Sequence[WireProof],
+    outputs: Sequence[PreparedOutput],
+    keysets: dict[str, Keyset],
+    exc: MintRejectedError,
+) -> SwapOutcome:
+    try:
+        proofs = restore_outputs(client, outputs, keysets)
+        if proofs is not None:
+            return SwapOutcome(SwapResult.DONE, proofs)  # our earlier attempt went through
+        if isinstance(exc, ProofsAlreadySpentError):
+            return SwapOutcome(SwapResult.INPUTS_SPENT_ELSEWHERE, error=exc)
+        # Outputs signed but not restorable: that is not ours to decide here.
+        return SwapOutcome(SwapResult.UNKNOWN, error=exc)
+    except (MintAmbiguousError, MintRejectedError, InvalidSignatureError) as restore_error:
+        return SwapOutcome(SwapResult.UNKNOWN, error=restore_error)

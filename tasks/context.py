@@ -1,0 +1,36 @@
+"""The SagaContext the tasks run saga steps with."""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+
+from models.db import unit_of_work
+from nuts.client import MintClient, get_mint_client
+from nuts.secrets import derive_wallet_seed
+from sagas.engine import SagaContext
+from tasks.config import get_settings, master_mnemonic
+
+
+@lru_cache(maxsize=1)
+def get_master_mnemonic() -> str:
+    return master_mnemonic(get_settings())
+
+
+@lru_cache(maxsize=4096)
+def wallet_seed(wallet: str) -> bytes:
+    """The wallet's NUT-13 seed (derived once per process and wallet: PBKDF2 is slow)."""
+    return derive_wallet_seed(get_master_mnemonic(), wallet)
+
+
+def mint_client(url: str) -> MintClient:
+    settings = get_settings()
+    return get_mint_client(url, timeout=settings.mint_timeout, melt_timeout=settings.melt_timeout)
+
+
+@lru_cache(maxsize=1)
+def saga_context() -> SagaContext:
+    return SagaContext(
+        uow=partial(unit_of_work, get_settings().database_url),
+        mint_client=mint_client,
+        wallet_seed=wallet_seed,
+    )

@@ -1,0 +1,104 @@
+"""The event relay: publish committed outbox rows to Redis (DESIGN.md section 6).
+
+An event row is written in the same transaction as the transition it announces,
+so reading it from the database means its state is committed. The relay sends
+each one to the stream `cashu:events` and, for operations created with
+`notify_task`, sends that task by name; then marks it published. Delivery is at
+least once (a crash between publishing and the commit publishes again): consumers
+deduplicate on the event id. Relays run one at a time (an advisory lock), so the
+stream keeps each operation's events in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+
+from models import Event, Operation
+from models.db import unit_of_work
+from tasks.app import app
+from tasks.config import get_settings
+from tasks.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+STREAM = "cashu:events"
+STREAM_MAXLEN = 100_000
+BATCH = 500
+RELAY_LOCK_KEY = 0x63617368755F7276  # pg advisory lock key: b"cashu_rv"
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    """The event as sent to a notify_task: {id, type, operation_id, created_at, payload}."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "operation_id": str(event.operation_id),
+        "created_at": event.created_at.isoformat() if event.created_at else None,
+        "payload": event.payload,
+    }
+
+
+def relay_events(limit: int = BATCH) -> int:
+    """Publish up to `limit` unpublished events, oldest first; returns how many."""
+    settings = get_settings()
+    with unit_of_work(settings.database_url) as session:
+        session.execute(text("SET LOCAL lock_timeout = '30s'"))
+        session.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
+        rows = session.execute(
+            select(Event, Operation.notify_task)
+            .join(Operation, Operation.id == Event.operation_id)
+            .where(Event.published_at.is_(None))
+            .order_by(Event.id)
+            .limit(limit)
+            .with_for_update(of=Event, skip_locked=True)
+        ).all()
+        if not rows:
+            return 0
+        pipe = get_redis().pipeline(transaction=False)
+        for event, _ in rows:
+            pipe.xadd(
+                STREAM,
+                {
+                    "id": str(event.id),
+                    "type": event.type,
+                    "operation_id": str(event.operation_id),
+                    "payload": json.dumps(event.payload, separators=(",", ":")),
+                },
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+        pipe.execute()
+        for event, notify_task in rows:
+            if notify_task:
+                app.send_task(
+                    notify_task,
+                    kwargs={"event": event_message(event)},
+                    queue=settings.notify_queue,
+                )
+        session.execute(
+            update(Event)
+            .where(Event.id.in_([event.id for event, _ in rows]))
+            .values(published_at=datetime.now(UTC))
+        )
+    return len(rows)
+
+
+@app.task(name="cashu.events.relay")
+def relay() -> int:
+    count = relay_events()
+    if count == BATCH:
+        send_relay()  # more are waiting
+    return count
+
+
+def send_relay() -> None:
+    """Ask for a relay run; called after a saga step returned (its commits are done)."""
+    try:
+        relay.apply_async()
+    except Exception:  # the beat's relay tick catches up
+        logger.warning("could not send cashu.events.relay", exc_info=True)

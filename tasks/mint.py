@@ -1,0 +1,63 @@
+"""Mint saga tasks (sagas/mint.py): prepare, import_quote, execute, refresh.
+
+Each task runs one saga step and returns the Operation JSON; steps on an
+existing operation run under its lock. The relay is sent after the step
+returned, when everything it wrote is committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagas import mint as mint_saga
+from tasks.app import app
+from tasks.context import saga_context
+from tasks.events import send_relay
+from tasks.locks import operation_lock
+
+
+@app.task(name="cashu.mint.prepare")
+def prepare(
+    wallet: str,
+    mint_url: str,
+    amount: int,
+    unit: str = "sat",
+    method: str = "bolt11",
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    try:
+        return mint_saga.prepare(
+            saga_context(), wallet, mint_url, amount, unit, method, notify_task=notify_task
+        )
+    finally:
+        send_relay()
+
+
+@app.task(name="cashu.mint.import_quote")
+def import_quote(
+    wallet: str, mint_url: str, quote_id: str, notify_task: str | None = None
+) -> dict[str, Any]:
+    try:
+        return mint_saga.import_quote(
+            saga_context(), wallet, mint_url, quote_id, notify_task=notify_task
+        )
+    finally:
+        send_relay()
+
+
+@app.task(name="cashu.mint.execute")
+def execute(operation_id: str) -> dict[str, Any]:
+    with operation_lock(operation_id):
+        try:
+            return mint_saga.execute(saga_context(), operation_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.mint.refresh")
+def refresh(operation_id: str) -> dict[str, Any]:
+    with operation_lock(operation_id):
+        try:
+            return mint_saga.refresh(saga_context(), operation_id)
+        finally:
+            send_relay()

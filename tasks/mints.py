@@ -1,0 +1,28 @@
+"""Mint registry tasks: add (the one time an unregistered mint is contacted), trust, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagas import mints
+from tasks.app import app
+from tasks.context import saga_context
+
+
+@app.task(name="cashu.mints.add")
+def add(url: str, trusted: bool = True) -> dict[str, Any]:
+    ctx = saga_context()
+    with ctx.uow() as session:
+        return mints.add_mint(session, ctx.mint_client(url), url, trusted)
+
+
+@app.task(name="cashu.mints.set_trusted")
+def set_trusted(url: str, trusted: bool) -> dict[str, Any]:
+    with saga_context().uow() as session:
+        return mints.set_trusted(session, url, trusted)
+
+
+@app.task(name="cashu.mints.list")
+def list_mints() -> dict[str, Any]:
+    with saga_context().uow() as session:
+        return {"mints": mints.list_mints(session)}
