@@ -113,6 +113,17 @@ def transition(
     return op
 
 
+def record_error(
+    ctx: SagaContext, kind: str, operation_id: uuid.UUID, error: Exception
+) -> dict[str, Any]:
+    """Note an error on an open operation without moving it (recovery will retry)."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, kind)
+        if op.state not in SPECS[kind].terminal:
+            update_operation(session, op, error=error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
 def record_event(session: Session, op: Operation) -> None:
     """The outbox row announcing the state `op` is in now (same transaction)."""
     spec = SPECS[op.kind]

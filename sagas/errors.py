@@ -140,3 +140,17 @@ class TokenAlreadySpentError(SagaError):
 
     code = "TOKEN_ALREADY_SPENT"
     severity = Severity.LOW
+
+
+class InvalidInvoiceError(SagaError):
+    """The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."""
+
+    code = "INVALID_INVOICE"
+    severity = Severity.LOW
+
+
+class ProofsSpentAtMintError(SagaError):
+    """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
+
+    code = "PROOFS_SPENT_AT_MINT"
+    severity = Severity.HIGH

@@ -49,6 +49,7 @@ from sagas.engine import (
     SagaSpec,
     get_operation,
     operation_view,
+    record_error,
     record_event,
     register,
     transition,
@@ -217,7 +218,7 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     try:
         quote = ctx.mint_client(mint_url).check_mint_quote(quote_id, method)
     except (MintAmbiguousError, MintRejectedError) as exc:
-        return _record_error(ctx, op_id, exc)
+        return record_error(ctx, KIND, op_id, exc)
     return _settle_from_quote(ctx, op_id, state, quote)
 
 
@@ -306,7 +307,7 @@ def _issue(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
         # The keyset rotated under us: nothing was issued, derive fresh outputs next time.
         return _back_to_pending(ctx, op_id, drop_outputs=True, error=exc)
     except (QuotePendingError, MintAmbiguousError, MintRejectedError) as exc:
-        return _record_error(ctx, op_id, exc)  # stays executing; recovery settles it
+        return record_error(ctx, KIND, op_id, exc)  # stays executing; recovery settles it
     return _finalize(ctx, op_id, outputs, signatures)
 
 
@@ -361,12 +362,13 @@ def _restore_issued(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
     try:
         restored = ctx.mint_client(mint_url).restore([o.blinded_message for o in stored])
     except (MintAmbiguousError, MintRejectedError) as exc:
-        return _record_error(ctx, op_id, exc)
+        return record_error(ctx, KIND, op_id, exc)
     by_b = {o.B_: o for o in stored}
     outputs = [by_b[m.B_] for m in restored.outputs if m.B_ in by_b]
     if len(outputs) != len(stored):
-        return _record_error(
+        return record_error(
             ctx,
+            KIND,
             op_id,
             ProofsNotRecoveredError(
                 f"quote issued, but the mint restored {len(outputs)} of {len(stored)} outputs"
@@ -395,14 +397,6 @@ def _fail(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any
         op = get_operation(session, op_id, KIND)
         if op.state not in SPEC.terminal:
             transition(session, op, "failed", error=error)  # type: ignore[arg-type]
-        return operation_view(op)
-
-
-def _record_error(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any]:
-    with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state not in SPEC.terminal:
-            update_operation(session, op, error=error)  # type: ignore[arg-type]
         return operation_view(op)
 
 

@@ -10,7 +10,7 @@ never hold the same proof.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,18 +147,20 @@ def select_and_reserve(
     operation_id: uuid.UUID,
     include_fees: bool = True,
     exact_without_fees: bool = False,
+    choose: Callable[[list[Candidate]], list[Candidate]] | None = None,
 ) -> list[WireProof]:
     """Choose proofs covering `amount` (plus their input fee) and reserve them for the operation.
 
     With exact_without_fees, proofs adding up to exactly `amount` are taken when
     the wallet has them (they can be handed over as they are, no swap, no fee).
+    `choose` replaces the selection rule altogether (it may raise InsufficientFundsError).
     Each attempt runs in a savepoint, so a lost race undoes only that attempt.
     """
     for _ in range(RESERVE_ATTEMPTS):
         candidates = spendable_candidates(session, wallet, mint_url, unit)
         try:
-            chosen = []
-            if exact_without_fees:
+            chosen = choose(candidates) if choose else []
+            if exact_without_fees and not chosen:
                 chosen = select_proofs(candidates, amount, fee_ppk, include_fees=False)
                 if sum(c.amount for c in chosen) != amount:
                     chosen = []

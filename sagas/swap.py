@@ -55,14 +55,19 @@ def plan_outputs(
     seed: bytes,
     wallet: str,
     keyset: Keyset,
-    amounts_by_purpose: Mapping[str, int],
+    amounts_by_purpose: Mapping[str, int | list[int]],
     lock_to: Mapping[str, str] | None = None,
 ) -> dict[str, list[PreparedOutput]]:
     """Deterministic outputs per purpose, from one counter allocation.
 
-    `lock_to` maps a purpose to a public key its outputs are P2PK-locked to.
+    A purpose gets an amount (split into powers of two) or a list of output
+    amounts as they are (NUT-08 blanks). `lock_to` maps a purpose to a public
+    key its outputs are P2PK-locked to.
     """
-    splits = {purpose: split_amount(amount) for purpose, amount in amounts_by_purpose.items()}
+    splits = {
+        purpose: list(amount) if isinstance(amount, list) else split_amount(amount)
+        for purpose, amount in amounts_by_purpose.items()
+    }
     count = sum(len(parts) for parts in splits.values())
     if count == 0:
         return {purpose: [] for purpose in splits}

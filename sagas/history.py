@@ -1,0 +1,91 @@
+"""History: a wallet's operations as entries, derived from the operations table.
+
+No table of its own: each operation is one entry, newest first. An entry carries what a
+user's statement would show and nothing that spends money: no token, proofs, outputs or
+secrets (only the fields below are ever read from Operation.data).
+
+    {operation_id, kind, state, amount, unit, mint_url, fee, direction,
+     created_at, updated_at, finalized_at, error}
+
+amount is the operation's amount (send: the amount asked for; receive: what arrived, the
+receive fee already taken; mint/melt: the quote's amount), so that for a wallet's
+settled operations  sum(in amounts) - sum(out amounts) - sum(fees)  is its balance.
+fee is what the operation costs the wallet in fees:
+    mint     0
+    receive  "fee" (the swap fee); 0 once failed or rolled back (nothing moved)
+    send     "fee" (the swap fee, 0 when proofs went out as they were) + "receiver_fee"
+             (the receiver's swap fee, when the sender pays it); rolled back: 0 when
+             cancelled before anything moved, "fee" + "reclaim_fee" once reclaimed
+    melt     "effective_fee" once known; while open "fee_reserve" + "swap_fee" (the most
+             it can cost); terminal without "effective_fee": 0
+direction is "in" for mint and receive, "out" for send and melt. error is the error code
+or null.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models import Operation
+from sagas.engine import SPECS, list_operations
+
+DIRECTION = {"mint": "in", "receive": "in", "send": "out", "melt": "out"}
+TERMINAL = frozenset({"finalized", "rolled_back", "failed"})  # kinds not registered here
+
+
+def history(session: Session, wallet: str, limit: int = 25, offset: int = 0) -> list[dict]:
+    """The wallet's history entries, newest first (limit capped like cashu.ops.list)."""
+    return [
+        history_entry(op) for op in list_operations(session, wallet, limit=limit, offset=offset)
+    ]
+
+
+def history_entry(op: Operation) -> dict[str, Any]:
+    return {
+        "operation_id": str(op.id),
+        "kind": op.kind,
+        "state": op.state,
+        "amount": op.amount,
+        "unit": op.unit,
+        "mint_url": op.mint_url,
+        "fee": operation_fee(op),
+        "direction": DIRECTION.get(op.kind),
+        "created_at": _iso(op.created_at),
+        "updated_at": _iso(op.updated_at),
+        "finalized_at": _iso(op.finalized_at),
+        "error": op.error_code,
+    }
+
+
+def operation_fee(op: Operation) -> int:
+    data = op.data or {}
+    if op.kind == "send":
+        if op.state != "rolled_back":
+            return _int(data.get("fee")) + _int(data.get("receiver_fee"))
+        if "reclaim_fee" in data:
+            return _int(data.get("fee")) + _int(data.get("reclaim_fee"))
+        return 0  # cancelled while prepared, or the mint refused the swap: nothing paid
+    if op.kind == "receive":
+        return _int(data.get("fee")) if op.state not in ("failed", "rolled_back") else 0
+    if op.kind == "melt":
+        if "effective_fee" in data:
+            return _int(data.get("effective_fee"))
+        if op.state in _terminal(op.kind):
+            return 0
+        return _int(data.get("fee_reserve")) + _int(data.get("swap_fee"))
+    return 0  # mint: the invoice is the amount
+
+
+def _terminal(kind: str) -> frozenset[str]:
+    spec = SPECS.get(kind)
+    return spec.terminal if spec is not None else TERMINAL
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

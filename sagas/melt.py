@@ -1,0 +1,607 @@
+"""Melt saga: pay a Lightning invoice with ecash (NUT-05/23), change never lost (NUT-08).
+
+    prepared -> executing -> pending -> finalized
+    executing -> finalized                               (paid at once)
+    prepared/executing/pending -> rolling_back -> rolled_back
+
+prepare decodes the invoice, creates the melt quote and reserves inputs for
+amount + fee reserve + input fee, all reported before anything moves. When the
+inputs would overshoot by more than a swap costs, execute first swaps them
+into an exact amount (needs_swap), so no extra value sits locked in a long
+pending payment. Change comes back through blank outputs planned at execute.
+
+execute checks the inputs with the mint first (pre-flight reconciliation): a
+proof the mint says is spent is marked spent here and the melt stops with a
+HIGH error. Then executing is committed with the swap outputs and the change
+blanks (write-ahead) before either request.
+
+Outcome -> action:
+    PAID                 finalized: change unblinded and stored, effective fee, preimage
+    PENDING              pending; the poller (refresh) settles it later
+    UNPAID / rejected    rolled back, inputs released (only after a definitive answer)
+    ambiguous            stays executing; recovery asks the quote
+
+Recovery, per state:
+    prepared      older than the configured age -> cancelled
+    executing     phase swap: replay the swap; phase melt: settle from the quote state
+    pending       poll the quote: PAID -> finalize (change from the answer or by
+                  restoring the blanks), UNPAID -> release once checkstate agrees
+    rolling_back  resume the reclaim swap from its stored outputs
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import bolt11
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Operation, ProofState
+from nuts.amounts import (
+    InsufficientFundsError,
+    change_blank_count,
+    fee_for_ppks,
+    input_fee,
+    select_proofs,
+    split_amount,
+)
+from nuts.errors import InvalidSignatureError, MintAmbiguousError, MintRejectedError
+from nuts.keysets import Keyset
+from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
+from nuts.models import Proof as WireProof
+from nuts.outputs import BLANK_AMOUNT, proof_y, unblind_outputs
+from sagas.engine import (
+    SagaContext,
+    SagaSpec,
+    get_operation,
+    operation_view,
+    record_error,
+    record_event,
+    register,
+    transition,
+    update_operation,
+)
+from sagas.errors import (
+    InsufficientBalanceError,
+    InvalidInvoiceError,
+    InvalidStateError,
+    ProofsSpentAtMintError,
+    UnsupportedMethodError,
+)
+from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
+from sagas.proofs import (
+    Candidate,
+    balance,
+    proofs_of_operation,
+    release_proofs,
+    select_and_reserve,
+    set_proof_state,
+    store_operation_proofs,
+    to_wire,
+)
+from sagas.recovery import register_rule
+from sagas.swap import (
+    SwapResult,
+    inputs_state,
+    outputs_data,
+    plan_outputs,
+    settle_swap,
+    stored_outputs,
+)
+
+KIND = "melt"
+METHODS = frozenset({"bolt11"})
+
+SPEC = register(
+    SagaSpec(
+        kind=KIND,
+        transitions={
+            "prepared": frozenset({"executing", "rolling_back"}),
+            "executing": frozenset({"pending", "finalized", "rolling_back"}),
+            "pending": frozenset({"finalized", "rolling_back"}),
+            "rolling_back": frozenset({"rolled_back", "pending"}),
+            "finalized": frozenset(),
+            "rolled_back": frozenset(),
+        },
+        terminal=frozenset({"finalized", "rolled_back"}),
+        event_prefix="melt-op",
+        evented=frozenset({"prepared", "pending", "finalized", "rolled_back"}),
+        public_data=(
+            "request",
+            "fee_reserve",
+            "swap_fee",
+            "input_fee",
+            "needs_swap",
+            "input_amount",
+            "expiry",
+            "change_amount",
+            "effective_fee",
+            "preimage",
+            "reconciliation",
+        ),
+    )
+)
+
+
+# --- public steps ------------------------------------------------------------------------------
+
+
+def prepare(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    invoice: str,
+    method: str = "bolt11",
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """Quote the payment and reserve inputs for it; report every fee before anything moves."""
+    if method not in METHODS:
+        raise UnsupportedMethodError(f"melt method {method!r} is not supported")
+    amount = invoice_amount(invoice, ctx.now().timestamp())
+    with ctx.uow() as session:
+        mint_url = require_trusted_mint(session, mint_url)
+        keysets = load_keysets(session, mint_url)
+        keyset = active_keyset(keysets, "sat", mint_url)
+        spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
+    if spendable < amount:  # no quote for a payment the wallet cannot make
+        raise InsufficientBalanceError(f"wallet {wallet!r} has {spendable} sat, needs {amount}+")
+    quote = ctx.mint_client(mint_url).create_melt_quote(invoice, keyset.unit, method)
+    needed = quote.amount + quote.fee_reserve
+    fees = fee_ppk(keysets)
+    exact = _exact_melt_input(needed, keyset.input_fee_ppk)
+    with ctx.uow() as session:
+        op = Operation(
+            id=uuid.uuid4(),
+            wallet=wallet,
+            kind=KIND,
+            method=method,
+            state="prepared",
+            mint_url=mint_url,
+            unit=keyset.unit,
+            amount=quote.amount,
+            quote_id=quote.quote,
+            notify_task=notify_task,
+            data={},
+        )
+        session.add(op)
+        session.flush()
+        inputs = select_and_reserve(
+            session,
+            wallet=wallet,
+            mint_url=mint_url,
+            unit=keyset.unit,
+            amount=needed,
+            fee_ppk=fees,
+            operation_id=op.id,
+            choose=lambda candidates: _choose_inputs(candidates, needed, exact, fees),
+        )
+        input_amount = sum(p.amount for p in inputs)
+        fee = input_fee(inputs, fees)
+        overshoot = input_amount - needed - fee
+        needs_swap = overshoot > fee and input_amount - fee >= exact
+        melt_input = exact if needs_swap else input_amount
+        melt_fee = (
+            fee_for_ppks([keyset.input_fee_ppk] * len(split_amount(exact))) if needs_swap else fee
+        )
+        op.data = {
+            "request": invoice,
+            "expiry": quote.expiry,
+            "fee_reserve": quote.fee_reserve,
+            "needs_swap": needs_swap,
+            "swap_fee": fee if needs_swap else 0,
+            "input_fee": melt_fee,
+            "input_amount": input_amount,
+            "melt_input": melt_input,
+            "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
+        }
+        session.flush()
+        record_event(session, op)
+        return operation_view(op)
+
+
+def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Pre-flight check, then the optional swap and the melt, each written ahead."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state in SPEC.terminal or op.state in ("pending", "rolling_back"):
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        op_id, state = op.id, op.state
+        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+    if state == "prepared":
+        blocked = _preflight(ctx, op_id, mint_url, inputs)
+        if blocked is not None:
+            return blocked
+        with ctx.uow() as session:
+            op = get_operation(session, op_id, KIND)
+            if op.state != "prepared":
+                return operation_view(op)
+            _write_ahead(ctx, session, op)
+    with ctx.uow() as session:
+        phase = get_operation(session, op_id, KIND).data["phase"]
+    if phase == "swap":
+        swapped = _swap_to_exact(ctx, op_id)
+        if swapped["state"] != "executing":
+            return swapped
+    return _melt(ctx, op_id)
+
+
+def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Settle a pending (or stuck executing) melt from the quote's state at the mint."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state == "rolling_back":
+            return _resume_reclaim(ctx, op.id)
+        if op.state not in ("pending", "executing"):
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        op_id, quote_id, method, phase = op.id, op.quote_id, op.method, op.data.get("phase")
+    if phase == "swap":
+        return execute(ctx, op_id)  # the melt request never left: replay the swap first
+    try:
+        quote = ctx.mint_client(mint_url).check_melt_quote(quote_id, method)
+    except (MintAmbiguousError, MintRejectedError) as exc:
+        return record_error(ctx, KIND, op_id, exc)
+    return _settle(ctx, op_id, quote)
+
+
+def cancel(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Release the inputs of a prepared melt. Only a prepared one: later, money may be moving."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state == "rolled_back":
+            return operation_view(op)
+        if op.state != "prepared":
+            raise InvalidStateError(
+                f"only a prepared melt can be cancelled, this one is {op.state}"
+            )
+        _release_and_roll_back(session, op)
+        return operation_view(op)
+
+
+def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Take back the inputs of a pending melt whose quote the mint confirms UNPAID (a swap)."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state == "rolling_back":
+            return _resume_reclaim(ctx, op.id)
+        if op.state != "pending":
+            raise InvalidStateError(f"only a pending melt can be reclaimed, this one is {op.state}")
+        mint_url = require_trusted_mint(session, op.mint_url)
+        op_id, quote_id, method = op.id, op.quote_id, op.method
+    quote = ctx.mint_client(mint_url).check_melt_quote(quote_id, method)
+    if quote.state != MeltQuoteState.UNPAID:
+        raise InvalidStateError(f"the melt quote is {quote.state}, not UNPAID: nothing to reclaim")
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "pending":
+            return operation_view(op)
+        rows = [p for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT]
+        keysets = load_keysets(session, op.mint_url)
+        fee = input_fee([to_wire(p) for p in rows], fee_ppk(keysets))
+        planned = plan_outputs(
+            session,
+            ctx.wallet_seed(op.wallet),
+            op.wallet,
+            active_keyset(keysets, op.unit, op.mint_url),
+            {"reclaim": sum(p.amount for p in rows) - fee},
+        )
+        transition(session, op, "rolling_back", data={**outputs_data(planned), "reclaim_fee": fee})
+    return _resume_reclaim(ctx, op_id)
+
+
+def get_by_quote(ctx: SagaContext, mint_url: str, quote_id: str) -> dict[str, Any] | None:
+    with ctx.uow() as session:
+        op = session.scalars(
+            select(Operation).where(
+                Operation.kind == KIND,
+                Operation.mint_url == mint_url.rstrip("/"),
+                Operation.quote_id == quote_id,
+            )
+        ).one_or_none()
+        return operation_view(op) if op else None
+
+
+def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
+    if state == "prepared":
+        return cancel(ctx, operation_id)
+    return refresh(ctx, operation_id)  # executing, pending, rolling_back
+
+
+register_rule(KIND, "executing", recover)
+register_rule(KIND, "rolling_back", recover)
+register_rule(KIND, "pending", recover)
+register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
+
+
+def invoice_amount(invoice: str, now: float | None = None) -> int:
+    """The invoice's amount in sat; garbage, no amount or expired is an InvalidInvoiceError."""
+    try:
+        decoded = bolt11.decode(invoice.strip())
+    except Exception as exc:  # the bolt11 package raises several unrelated types
+        raise InvalidInvoiceError(f"not a valid bolt11 invoice: {exc}") from None
+    if not decoded.amount_msat:
+        raise InvalidInvoiceError("the invoice has no amount; amountless invoices are not paid")
+    if decoded.amount_msat % 1000:
+        raise InvalidInvoiceError("the invoice amount is not a whole number of sat")
+    expiry = decoded.expiry if decoded.expiry is not None else 3600
+    if decoded.date + expiry <= (now or time.time()):
+        raise InvalidInvoiceError("the invoice has expired")
+    return int(decoded.amount_msat) // 1000
+
+
+# --- the steps' insides -------------------------------------------------------------------------
+
+
+def _choose_inputs(
+    candidates: list[Candidate], needed: int, exact: int, fees: dict[str, int]
+) -> list[Candidate]:
+    """The inputs as they are, unless swapping to `exact` first frees more than it costs."""
+    direct = select_proofs(candidates, needed, fees)
+    direct_fee = input_fee(direct, fees)
+    overshoot = sum(c.amount for c in direct) - needed - direct_fee
+    if overshoot <= direct_fee:
+        return direct
+    try:
+        for_swap = select_proofs(candidates, exact, fees)
+    except InsufficientFundsError:
+        return direct
+    return for_swap if input_fee(for_swap, fees) < overshoot else direct
+
+
+def _exact_melt_input(needed: int, ppk: int) -> int:
+    """The smallest value M that, split in powers of two, covers needed + its own input fee."""
+    value = needed
+    for _ in range(64):
+        fee = fee_for_ppks([ppk] * len(split_amount(value)))
+        if value >= needed + fee:
+            return value
+        value = needed + fee
+    return value
+
+
+def _preflight(
+    ctx: SagaContext, op_id: uuid.UUID, mint_url: str, inputs: list[WireProof]
+) -> dict[str, Any] | None:
+    """Reconcile the inputs with the mint before any money moves; None when clear."""
+    try:
+        states = ctx.mint_client(mint_url).checkstate([proof_y(p) for p in inputs])
+    except (MintAmbiguousError, MintRejectedError) as exc:
+        return record_error(ctx, KIND, op_id, exc)  # stays prepared; try again later
+    spent = [s.Y for s in states if s.state == ProofSpentState.SPENT]
+    pending = [s.Y for s in states if s.state == ProofSpentState.PENDING]
+    if not spent and not pending:
+        return None
+    report = {
+        "DB_RESERVED_MINT_SPENT": {"severity": "HIGH", "count": len(spent)},
+        "DB_RESERVED_MINT_PENDING": {"severity": "MEDIUM", "count": len(pending)},
+    }
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "prepared":
+            return operation_view(op)
+        if spent:
+            set_proof_state(session, op.id, ProofState.SPENT, ys=spent)
+            update_operation(session, op, data={"reconciliation": report})
+            _release_and_roll_back(
+                session,
+                op,
+                ProofsSpentAtMintError(
+                    f"{len(spent)} input(s) are already spent at the mint; marked spent here"
+                ),
+            )
+        else:
+            update_operation(
+                session,
+                op,
+                data={"reconciliation": report},
+                error=ProofsSpentAtMintError(f"{len(pending)} input(s) are pending at the mint"),
+            )
+        return operation_view(op)
+
+
+def _write_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
+    """prepared -> executing with the swap outputs (if any) and the change blanks stored."""
+    keysets = load_keysets(session, op.mint_url)
+    amounts: dict[str, int | list[int]] = {"blanks": [BLANK_AMOUNT] * op.data["blank_count"]}
+    if op.data["needs_swap"]:
+        keep = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
+        amounts |= {"melt_inputs": op.data["melt_input"], "keep": keep}
+    planned = plan_outputs(
+        session,
+        ctx.wallet_seed(op.wallet),
+        op.wallet,
+        active_keyset(keysets, op.unit, op.mint_url),
+        amounts,
+    )
+    phase = "swap" if op.data["needs_swap"] else "melt"
+    transition(session, op, "executing", data={**outputs_data(planned), "phase": phase})
+
+
+def _swap_to_exact(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
+    """Swap the reserved inputs into exactly the melt's inputs plus change we keep."""
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+        melt_inputs, keep = stored_outputs(op.data, "melt_inputs"), stored_outputs(op.data, "keep")
+        keysets = load_keysets(session, op.mint_url)
+        mint_url = op.mint_url
+    outcome = settle_swap(ctx.mint_client(mint_url), inputs, melt_inputs + keep, keysets)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing" or op.data.get("phase") != "swap":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            new_inputs, kept = (
+                outcome.proofs[: len(melt_inputs)],
+                outcome.proofs[len(melt_inputs) :],
+            )
+            store_operation_proofs(session, op, kept)
+            store_operation_proofs(
+                session, op, new_inputs, state=ProofState.RESERVED, used_by=op.id
+            )
+            update_operation(session, op, data={"phase": "melt"})
+        elif outcome.result == SwapResult.REJECTED:
+            _release_and_roll_back(session, op, outcome.error)
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            _release_and_roll_back(session, op, outcome.error)
+        else:
+            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def _melt(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        inputs = [
+            to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
+        ]
+        blanks = stored_outputs(op.data, "blanks")
+        mint_url, quote_id, method = op.mint_url, op.quote_id, op.method
+    client = ctx.mint_client(mint_url)
+    try:
+        result = client.melt(quote_id, inputs, [b.blinded_message for b in blanks], method)
+    except MintAmbiguousError as exc:
+        return record_error(ctx, KIND, op_id, exc)  # maybe paid: recovery asks the quote
+    except MintRejectedError as exc:
+        # Refused, but an earlier attempt of ours may have paid: the quote knows.
+        try:
+            quote = client.check_melt_quote(quote_id, method)
+        except (MintAmbiguousError, MintRejectedError):
+            return record_error(ctx, KIND, op_id, exc)
+        if quote.state == MeltQuoteState.UNPAID:
+            return _roll_back_if_inputs_unspent(ctx, op_id, exc)
+        return _settle(ctx, op_id, quote)
+    return _settle(ctx, op_id, result)
+
+
+def _settle(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str, Any]:
+    if quote.state == MeltQuoteState.PAID:
+        return _finalize(ctx, op_id, quote)
+    if quote.state == MeltQuoteState.PENDING:
+        with ctx.uow() as session:
+            op = get_operation(session, op_id, KIND)
+            if op.state == "executing":
+                set_proof_state(session, op.id, ProofState.PENDING)
+                transition(session, op, "pending")
+            return operation_view(op)
+    return _roll_back_if_inputs_unspent(ctx, op_id, None)
+
+
+def _finalize(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str, Any]:
+    """PAID: store the change (from the answer, else by restoring our blanks), then finalize."""
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state not in ("executing", "pending"):
+            return operation_view(op)
+        blanks = stored_outputs(op.data, "blanks")
+        keysets = load_keysets(session, op.mint_url)
+        mint_url = op.mint_url
+    change: list[WireProof] = []
+    try:
+        if quote.change:
+            change = unblind_outputs(blanks, quote.change, keysets)
+        elif blanks:
+            change = _restored_change(ctx, mint_url, blanks, keysets)
+    except (MintAmbiguousError, MintRejectedError, InvalidSignatureError) as exc:
+        return record_error(ctx, KIND, op_id, exc)  # paid: stay open until the change is in hand
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state not in ("executing", "pending"):
+            return operation_view(op)
+        set_proof_state(session, op.id, ProofState.SPENT)
+        store_operation_proofs(session, op, change)
+        change_amount = sum(p.amount for p in change)
+        kept = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
+        kept = kept if op.data["needs_swap"] else 0
+        transition(
+            session,
+            op,
+            "finalized",
+            data={
+                "change_amount": change_amount,
+                "effective_fee": op.data["input_amount"] - kept - op.amount - change_amount,
+                "preimage": quote.payment_preimage,
+            },
+        )
+        return operation_view(op)
+
+
+def _restored_change(
+    ctx: SagaContext, mint_url: str, blanks: list, keysets: dict[str, Keyset]
+) -> list[WireProof]:
+    """The change signatures the mint holds for our blanks (only the blanks it used)."""
+    restored = ctx.mint_client(mint_url).restore([b.blinded_message for b in blanks])
+    by_b = {b.B_: b for b in blanks}
+    used = [by_b[m.B_] for m in restored.outputs if m.B_ in by_b]
+    return unblind_outputs(used, restored.signatures, keysets)
+
+
+def _roll_back_if_inputs_unspent(
+    ctx: SagaContext, op_id: uuid.UUID, error: Exception | None
+) -> dict[str, Any]:
+    """UNPAID: release the inputs, but only once the mint confirms they are unspent."""
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state not in ("executing", "pending"):
+            return operation_view(op)
+        inputs = [
+            to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
+        ]
+        mint_url = op.mint_url
+    try:
+        states = inputs_state(ctx.mint_client(mint_url), inputs)
+    except (MintAmbiguousError, MintRejectedError) as exc:
+        return record_error(ctx, KIND, op_id, exc)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state not in ("executing", "pending"):
+            return operation_view(op)
+        if states == {ProofSpentState.UNSPENT}:
+            _release_and_roll_back(session, op, error)
+        else:
+            update_operation(
+                session, op, error=InvalidStateError(f"quote UNPAID but inputs are {states}")
+            )
+        return operation_view(op)
+
+
+def _resume_reclaim(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "rolling_back":
+            return operation_view(op)
+        mint_url = require_trusted_mint(session, op.mint_url)
+        inputs = [
+            to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
+        ]
+        reclaim_outputs = stored_outputs(op.data, "reclaim")
+        keysets = load_keysets(session, mint_url)
+    outcome = settle_swap(ctx.mint_client(mint_url), inputs, reclaim_outputs, keysets)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "rolling_back":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            store_operation_proofs(session, op, outcome.proofs)
+            transition(session, op, "rolled_back")
+        elif outcome.result in (SwapResult.REJECTED, SwapResult.INPUTS_SPENT_ELSEWHERE):
+            transition(session, op, "pending", error=outcome.error)  # type: ignore[arg-type]
+        else:
+            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+        return operation_view(op)
+
+
+def _release_and_roll_back(session: Session, op: Operation, error: Exception | None = None) -> None:
+    release_proofs(session, op.id)
+    transition(session, op, "rolling_back", clear_error=False)
+    transition(session, op, "rolled_back", error=error)  # type: ignore[arg-type]

@@ -1,0 +1,480 @@
+"""The melt saga against a real Nutshell mint (FakeWallet, input fee 100 ppk).
+
+TEST-MINT.md: FAKEWALLET_PAY_INVOICE_STATE makes melts PENDING or FAILED;
+restarting the mint with FAKEWALLET_PAYMENT_STATE moves a pending one on.
+Every test ends on balances, ours and where it matters the mint's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from mint_harness import RunningMint, make_invoice, make_invoice_without_amount
+from protocol_wallet import ProtocolWallet, swap_to
+from sqlalchemy import func, select
+
+from models import Operation, Proof, ProofState
+from nuts.client import MintClient
+from nuts.errors import MintRejectedError
+from nuts.models import MeltQuoteState, ProofSpentState
+from sagas import melt as melt_saga
+from sagas import mint as mint_saga
+from sagas import mints as registry
+from sagas.engine import SagaContext
+from sagas.errors import (
+    InsufficientBalanceError,
+    InvalidInvoiceError,
+    InvalidStateError,
+    UntrustedMintError,
+)
+from sagas.proofs import balance, to_wire
+from sagas.recovery import run_recovery
+
+pytestmark = pytest.mark.mint
+REPO = Path(__file__).resolve().parent.parent
+PENDING = {"FAKEWALLET_PAY_INVOICE_STATE": "PENDING"}
+
+
+def register(ctx: SagaContext, url: str) -> str:
+    with ctx.uow() as session:
+        return registry.add_mint(session, ctx.mint_client(url), url)["url"]
+
+
+@pytest.fixture
+def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
+    return register(saga_context, test_mint.url)
+
+
+def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
+    op = mint_saga.prepare(ctx, wallet, url, amount)
+    assert mint_saga.execute(ctx, op["id"])["state"] == "finalized"
+
+
+def bal(ctx: SagaContext, wallet: str) -> dict:
+    with ctx.uow() as session:
+        return balance(session, wallet)
+
+
+def no_lock(op_id: object) -> contextlib.nullcontext:
+    return contextlib.nullcontext()
+
+
+def recover(ctx: SagaContext) -> dict:
+    return run_recovery(ctx, lock=no_lock, kinds={"melt"})
+
+
+def wait_for_quote_state(client: MintClient, quote_id: str, state: MeltQuoteState) -> None:
+    """Check until the restarted mint reports `state` (bounded: 20 tries)."""
+    import time
+
+    for _ in range(20):
+        with contextlib.suppress(MintRejectedError):
+            if client.check_melt_quote(quote_id).state == state:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"melt quote never became {state}")
+
+
+def recover_until_settled(ctx: SagaContext, op_id: str, sweeps: int = 20) -> Operation:
+    """Sweep as the beat would, a bounded number of times, until the melt leaves pending.
+
+    (A restarted Nutshell settles its pending melts itself at startup; a check that
+    races with that is answered with an error, and the next tick succeeds.)
+    """
+    import time
+
+    for _ in range(sweeps):
+        recover(ctx)
+        with ctx.uow() as session:
+            op = session.get(Operation, op_id)
+            assert op is not None
+            if op.state not in ("pending", "executing"):
+                return op
+        time.sleep(0.2)
+    return op
+
+
+def change_stored(ctx: SagaContext, op_id: str) -> int:
+    """The change proofs the melt stored (not the keep of a pre-swap, also created by it)."""
+    with ctx.uow() as session:
+        op = session.get(Operation, op_id)
+        assert op is not None
+        created = session.scalar(
+            select(func.coalesce(func.sum(Proof.amount), 0)).where(
+                Proof.created_by == op_id, Proof.state == ProofState.UNSPENT
+            )
+        )
+        data = op.data
+    keep = data["input_amount"] - data["swap_fee"] - data["melt_input"] if data["needs_swap"] else 0
+    return int(created) - keep
+
+
+def mint_says_unspent(ctx: SagaContext, wallet: str, url: str) -> bool:
+    with ctx.uow() as session:
+        ys = session.scalars(
+            select(Proof.y).where(Proof.wallet == wallet, Proof.state == ProofState.UNSPENT)
+        ).all()
+    return {s.state for s in ctx.mint_client(url).checkstate(list(ys))} <= {ProofSpentState.UNSPENT}
+
+
+class LoseResponse(httpx.BaseTransport):
+    def __init__(self, path: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.path = path
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path == self.path:
+            response.read()
+            raise httpx.ReadTimeout("response lost", request=request)
+        return response
+
+
+def losing(ctx: SagaContext, path: str) -> SagaContext:
+    clients: dict[str, MintClient] = {}
+    transport = LoseResponse(path)
+    return dataclasses.replace(
+        ctx, mint_client=lambda url: clients.setdefault(url, MintClient(url, transport=transport))
+    )
+
+
+def test_prepare_reports_every_fee_before_anything_moves(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+
+    prepared = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    assert prepared["state"] == "prepared" and prepared["amount"] == 100
+    assert prepared["quote_id"] and prepared["fee_reserve"] >= 1
+    assert {"swap_fee", "needs_swap", "input_amount", "expiry"} <= prepared.keys()
+    assert bal(saga_context, wallet_id)["reserved"] == prepared["input_amount"]
+    assert bal(saga_context, wallet_id)["total"] == 300
+
+
+def test_a_melt_paid_at_once_returns_its_change(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    before = bal(saga_context, wallet_id)["total"]
+
+    prepared = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    paid = melt_saga.execute(saga_context, prepared["id"])
+
+    assert paid["state"] == "finalized" and paid["preimage"]
+    assert paid["change_amount"] == change_stored(saga_context, paid["id"])
+    assert bal(saga_context, wallet_id)["total"] == before - 100 - paid["effective_fee"]
+    assert bal(saga_context, wallet_id)["reserved"] == bal(saga_context, wallet_id)["pending"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def _melt_input(ctx: SagaContext, op_id: str) -> int:
+    with ctx.uow() as session:
+        op = session.get(Operation, op_id)
+        assert op is not None
+        return op.data["melt_input"]
+
+
+def test_a_large_overshoot_is_swapped_to_an_exact_amount_first(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 512)  # one 512 proof: far too much for 100
+
+    prepared = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    paid = melt_saga.execute(saga_context, prepared["id"])
+
+    assert prepared["needs_swap"] and prepared["swap_fee"] == 1
+    assert paid["state"] == "finalized"
+    assert bal(saga_context, wallet_id)["total"] == 512 - 100 - paid["effective_fee"]
+    assert paid["effective_fee"] <= prepared["swap_fee"] + prepared["fee_reserve"] + 1
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_pending_then_settled_finalizes_with_the_change(
+    saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
+) -> None:
+    mint = fresh_mint(env_overrides=PENDING)
+    url = register(saga_context, mint.url)
+    fund(saga_context, wallet_id, url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
+
+    assert melt_saga.execute(saga_context, op["id"])["state"] == "pending"
+    assert bal(saga_context, wallet_id)["pending"] == _melt_input(saga_context, op["id"])
+    mint.restart({**PENDING, "FAKEWALLET_PAYMENT_STATE": "SETTLED"})
+    done = recover_until_settled(saga_context, op["id"])
+
+    assert done.state == "finalized", done.error_message
+    change = done.data["change_amount"]
+    assert change > 0 and change == change_stored(saga_context, op["id"])
+    assert bal(saga_context, wallet_id)["total"] == 300 - 100 - done.data["effective_fee"]
+    assert bal(saga_context, wallet_id)["pending"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, url)
+
+
+def test_pending_then_failed_rolls_back_and_restores_the_balance(
+    saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
+) -> None:
+    mint = fresh_mint(env_overrides=PENDING)
+    url = register(saga_context, mint.url)
+    fund(saga_context, wallet_id, url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
+    melt_saga.execute(saga_context, op["id"])
+
+    mint.restart({**PENDING, "FAKEWALLET_PAYMENT_STATE": "FAILED"})
+
+    assert recover_until_settled(saga_context, op["id"]).state == "rolled_back"
+    restored = 300 - op["swap_fee"]  # a pre-swap, if there was one, was a real swap
+    assert bal(saga_context, wallet_id) | {"by_mint": None} == {
+        "spendable": restored,
+        "reserved": 0,
+        "pending": 0,
+        "total": restored,
+        "unit": "sat",
+        "by_mint": None,
+    }
+    assert mint_says_unspent(saga_context, wallet_id, url)
+
+
+def test_a_payment_that_fails_outright_rolls_back_with_nothing_reserved(
+    saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
+) -> None:
+    failing = {"FAKEWALLET_PAY_INVOICE_STATE": "FAILED", "FAKEWALLET_PAYMENT_STATE": "FAILED"}
+    mint = fresh_mint(env_overrides=failing)
+    url = register(saga_context, mint.url)
+    fund(saga_context, wallet_id, url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
+
+    result = melt_saga.execute(saga_context, op["id"])
+
+    assert result["state"] == "rolled_back"
+    assert result["error"]["code"] == "LIGHTNING_PAYMENT_FAILED"
+    assert bal(saga_context, wallet_id)["spendable"] == 300 - op["swap_fee"]
+    assert bal(saga_context, wallet_id)["reserved"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, url)
+
+
+def test_a_lost_melt_response_is_finalized_with_change_by_recovery(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    stuck = melt_saga.execute(losing(saga_context, "/v1/melt/bolt11"), op["id"])
+    recover(saga_context)
+
+    assert stuck["state"] == "executing" and stuck["error"]["code"] == "MINT_TIMEOUT"
+    with saga_context.uow() as session:
+        done = session.get(Operation, op["id"])
+        assert done is not None and done.state == "finalized"
+        assert done.data["change_amount"] == change_stored(saga_context, op["id"])
+        effective_fee = done.data["effective_fee"]
+    assert bal(saga_context, wallet_id)["total"] == 300 - 100 - effective_fee
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+KILL_AFTER_MELT = """
+import os, signal, sys
+from functools import partial
+import httpx
+sys.path.insert(0, "tests")
+from conftest import TEST_MNEMONIC
+from models.db import unit_of_work
+from nuts.client import MintClient
+from nuts.secrets import derive_wallet_seed
+from sagas import melt as melt_saga
+from sagas.engine import SagaContext
+
+class DieAfterMelt(httpx.HTTPTransport):
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if request.url.path == "/v1/melt/bolt11":
+            response.read()  # paid, change signed: we die before storing anything
+            os.kill(os.getpid(), signal.SIGKILL)
+        return response
+
+db, op_id = sys.argv[1], sys.argv[2]
+ctx = SagaContext(
+    uow=partial(unit_of_work, db),
+    mint_client=lambda url: MintClient(url, transport=DieAfterMelt()),
+    wallet_seed=lambda wallet: derive_wallet_seed(TEST_MNEMONIC, wallet),
+)
+melt_saga.execute(ctx, op_id)
+"""
+
+
+def test_a_process_killed_after_the_melt_request_left_loses_no_change(
+    saga_context: SagaContext, database_url: str, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_MELT, database_url, op["id"]],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr
+    recover(saga_context)
+
+    with saga_context.uow() as session:
+        done = session.get(Operation, op["id"])
+        assert done is not None and done.state == "finalized"
+        effective_fee = done.data["effective_fee"]
+    assert effective_fee <= done.data["fee_reserve"] + done.data["input_fee"] + 1
+    assert bal(saga_context, wallet_id)["total"] == 300 - 100 - effective_fee
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_two_melts_of_one_invoice_pay_once(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 1000)
+    invoice = make_invoice(100)
+    first = melt_saga.prepare(saga_context, wallet_id, mint_url, invoice)
+    second = melt_saga.prepare(saga_context, wallet_id, mint_url, invoice)
+
+    results = [melt_saga.execute(saga_context, op["id"]) for op in (first, second)]
+
+    assert sorted(r["state"] for r in results) == ["finalized", "rolled_back"]
+    paid = next(r for r in results if r["state"] == "finalized")
+    refused = next(r for r in results if r["state"] == "rolled_back")
+    assert bal(saga_context, wallet_id)["total"] == (
+        1000 - 100 - paid["effective_fee"] - refused["swap_fee"]
+    )
+    assert bal(saga_context, wallet_id)["reserved"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_insufficient_balance_is_refused_and_reserves_nothing(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 50)
+
+    with pytest.raises(InsufficientBalanceError):
+        melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    with pytest.raises(InsufficientBalanceError):
+        melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(50))  # + fee reserve
+
+    assert bal(saga_context, wallet_id)["spendable"] == 50
+    assert bal(saga_context, wallet_id)["reserved"] == 0
+
+
+def test_an_untrusted_mint_gets_no_request(
+    saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
+) -> None:
+    mint = fresh_mint()
+    url = register(saga_context, mint.url)
+    fund(saga_context, wallet_id, url, 200)
+    with saga_context.uow() as session:
+        registry.set_trusted(session, url, False)
+    mint.stop()  # a request would now be a connection error, not a trust error
+
+    with pytest.raises(UntrustedMintError):
+        melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
+    assert bal(saga_context, wallet_id)["spendable"] == 200
+
+
+def _expired_invoice() -> str:
+    import time
+
+    real = time.time
+    try:
+        time.time = lambda: real() - 7200  # made two hours ago, valid for one
+        return make_invoice(10, expiry=3600)
+    finally:
+        time.time = real
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: "lnbc1garbage", make_invoice_without_amount, _expired_invoice, lambda: ""],
+    ids=["garbage", "no-amount", "expired", "empty"],
+)
+def test_an_unpayable_invoice_is_refused_and_changes_nothing(
+    saga_context: SagaContext, mint_url: str, wallet_id: str, make: Callable[[], str]
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 200)
+
+    with pytest.raises(InvalidInvoiceError):
+        melt_saga.prepare(saga_context, wallet_id, mint_url, make())
+    assert bal(saga_context, wallet_id)["spendable"] == 200
+    with saga_context.uow() as session:
+        count = select(func.count()).where(Operation.wallet == wallet_id, Operation.kind == "melt")
+        assert session.scalar(count) == 0
+
+
+def test_cancel_releases_a_prepared_melt_and_refuses_a_later_one(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    assert melt_saga.cancel(saga_context, op["id"])["state"] == "rolled_back"
+    assert bal(saga_context, wallet_id)["spendable"] == 300
+    other = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    melt_saga.execute(saga_context, other["id"])
+    with pytest.raises(InvalidStateError):
+        melt_saga.cancel(saga_context, other["id"])
+
+
+def test_reclaim_takes_back_a_pending_melt_whose_quote_is_unpaid(
+    saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
+) -> None:
+    mint = fresh_mint(env_overrides=PENDING)
+    url = register(saga_context, mint.url)
+    fund(saga_context, wallet_id, url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
+    melt_saga.execute(saga_context, op["id"])
+    mint.restart({**PENDING, "FAKEWALLET_PAYMENT_STATE": "FAILED"})
+    wait_for_quote_state(saga_context.mint_client(url), op["quote_id"], MeltQuoteState.UNPAID)
+
+    result = melt_saga.reclaim(saga_context, op["id"])
+
+    assert result["state"] == "rolled_back"
+    with saga_context.uow() as session:
+        reclaim_fee = session.get(Operation, op["id"]).data["reclaim_fee"]  # type: ignore[union-attr]
+    assert bal(saga_context, wallet_id)["total"] == 300 - op["swap_fee"] - reclaim_fee
+    assert mint_says_unspent(saga_context, wallet_id, url)
+
+
+def test_preflight_marks_inputs_spent_elsewhere_and_stops_with_a_high_error(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 128)
+    op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    with saga_context.uow() as session:
+        rows = session.scalars(select(Proof).where(Proof.used_by == op["id"])).all()
+        stolen = [to_wire(r) for r in rows]
+    swap_to(ProtocolWallet(saga_context.mint_client(mint_url)), stolen)  # spent behind our back
+
+    result = melt_saga.execute(saga_context, op["id"])
+
+    assert result["state"] == "rolled_back"
+    assert result["error"]["code"] == "PROOFS_SPENT_AT_MINT"
+    assert result["error"]["severity"] == "HIGH"
+    assert result["reconciliation"]["DB_RESERVED_MINT_SPENT"]["count"] == len(stolen)
+    assert bal(saga_context, wallet_id)["total"] == 0
+
+
+def test_get_by_quote_finds_the_operation(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    found = melt_saga.get_by_quote(saga_context, mint_url, op["quote_id"])
+
+    assert found is not None and found["id"] == op["id"]
+    assert melt_saga.get_by_quote(saga_context, mint_url, "no-such-quote") is None
+    assert bal(saga_context, wallet_id)["total"] == 300
