@@ -89,7 +89,7 @@ def transition(
     to: str,
     *,
     data: dict[str, Any] | None = None,
-    error: CashuError | None = None,
+    error: Exception | None = None,
     clear_error: bool = True,
     **columns: Any,
 ) -> Operation:
@@ -120,16 +120,16 @@ def record_error(
     with ctx.uow() as session:
         op = get_operation(session, operation_id, kind)
         if op.state not in SPECS[kind].terminal:
-            update_operation(session, op, error=error)  # type: ignore[arg-type]
+            update_operation(session, op, error=error)
         return operation_view(op)
 
 
 def record_event(session: Session, op: Operation) -> None:
     """The outbox row announcing the state `op` is in now (same transaction)."""
     spec = SPECS[op.kind]
-    session.add(
-        Event(operation_id=op.id, type=event_type(spec, op.state), payload=operation_view(op))
-    )
+    payload = operation_view(op)
+    payload.pop("token", None)  # a token is money to whoever reads it: callers get it, streams not
+    session.add(Event(operation_id=op.id, type=event_type(spec, op.state), payload=payload))
 
 
 def update_operation(
@@ -137,7 +137,7 @@ def update_operation(
     op: Operation,
     *,
     data: dict[str, Any] | None = None,
-    error: CashuError | None = None,
+    error: Exception | None = None,
     **columns: Any,
 ) -> Operation:
     """Change an operation without changing its state (same compare-and-set)."""
@@ -171,15 +171,16 @@ def _compare_and_set(
     return updated
 
 
-def _error_columns(error: CashuError | None) -> dict[str, Any]:
+def _error_columns(error: Exception | None) -> dict[str, Any]:
     if error is None:
         return {"error_code": None, "error_severity": None, "error_message": None}
-    severity = error.severity if isinstance(error, SagaError) else _severity_of(error)
-    return {
-        "error_code": error.code,
-        "error_severity": str(severity),
-        "error_message": error.message[:2000],
-    }
+    if isinstance(error, SagaError):
+        code, severity = error.code, error.severity
+    elif isinstance(error, CashuError):
+        code, severity = error.code, _severity_of(error)
+    else:
+        code, severity = "UNEXPECTED_ERROR", Severity.HIGH
+    return {"error_code": code, "error_severity": str(severity), "error_message": str(error)[:2000]}
 
 
 def _severity_of(error: CashuError) -> Severity:

@@ -8,16 +8,17 @@ secrets (only the fields below are ever read from Operation.data).
      created_at, updated_at, finalized_at, error}
 
 amount is the operation's amount (send: the amount asked for; receive: what arrived, the
-receive fee already taken; mint/melt: the quote's amount), so that for a wallet's
-settled operations  sum(in amounts) - sum(out amounts) - sum(fees)  is its balance.
+receive fee already taken; mint/melt: the quote's amount). Once every operation of a
+wallet has settled, the amounts of its finalized ones (in minus out) minus all fees is
+its balance (tests/test_history.py checks this to the sat).
 fee is what the operation costs the wallet in fees:
     mint     0
     receive  "fee" (the swap fee); 0 once failed or rolled back (nothing moved)
     send     "fee" (the swap fee, 0 when proofs went out as they were) + "receiver_fee"
              (the receiver's swap fee, when the sender pays it); rolled back: 0 when
              cancelled before anything moved, "fee" + "reclaim_fee" once reclaimed
-    melt     "effective_fee" once known; while open "fee_reserve" + "swap_fee" (the most
-             it can cost); terminal without "effective_fee": 0
+    melt     "effective_fee" once known; while open "fee_reserve" + "swap_fee" +
+             "input_fee" (the most it can cost); terminal without "effective_fee": 0
 direction is "in" for mint and receive, "out" for send and melt. error is the error code
 or null.
 """
@@ -74,7 +75,7 @@ def operation_fee(op: Operation) -> int:
             return _int(data.get("effective_fee"))
         if op.state in _terminal(op.kind):
             return 0
-        return _int(data.get("fee_reserve")) + _int(data.get("swap_fee"))
+        return sum(_int(data.get(key)) for key in ("fee_reserve", "swap_fee", "input_fee"))
     return 0  # mint: the invoice is the amount
 
 

@@ -452,7 +452,7 @@ def _swap_to_exact(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
             set_proof_state(session, op.id, ProofState.SPENT)
             _release_and_roll_back(session, op, outcome.error)
         else:
-            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+            update_operation(session, op, error=outcome.error)
         return operation_view(op)
 
 
@@ -593,15 +593,21 @@ def _resume_reclaim(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
             store_operation_proofs(session, op, outcome.proofs)
-            transition(session, op, "rolled_back")
+            transition(session, op, "rolled_back", data={"effective_fee": _fees_paid(op)})
         elif outcome.result in (SwapResult.REJECTED, SwapResult.INPUTS_SPENT_ELSEWHERE):
-            transition(session, op, "pending", error=outcome.error)  # type: ignore[arg-type]
+            transition(session, op, "pending", error=outcome.error)
         else:
-            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+            update_operation(session, op, error=outcome.error)
         return operation_view(op)
 
 
 def _release_and_roll_back(session: Session, op: Operation, error: Exception | None = None) -> None:
     release_proofs(session, op.id)
     transition(session, op, "rolling_back", clear_error=False)
-    transition(session, op, "rolled_back", error=error)  # type: ignore[arg-type]
+    transition(session, op, "rolled_back", error=error, data={"effective_fee": _fees_paid(op)})
+
+
+def _fees_paid(op: Operation) -> int:
+    """What a rolled-back melt still cost: a pre-swap that went through, a reclaim swap."""
+    swapped = op.data.get("needs_swap") and op.data.get("phase") == "melt"
+    return (op.data["swap_fee"] if swapped else 0) + op.data.get("reclaim_fee", 0)

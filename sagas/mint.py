@@ -388,7 +388,7 @@ def _back_to_pending(
         op = get_operation(session, op_id, KIND)
         if op.state == "executing":
             data = {"outputs": []} if drop_outputs else None
-            transition(session, op, "pending", data=data, error=error)  # type: ignore[arg-type]
+            transition(session, op, "pending", data=data, error=error)
         return operation_view(op)
 
 
@@ -396,7 +396,7 @@ def _fail(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state not in SPEC.terminal:
-            transition(session, op, "failed", error=error)  # type: ignore[arg-type]
+            transition(session, op, "failed", error=error)
         return operation_view(op)
 
 

@@ -179,9 +179,9 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             transition(session, op, "failed", error=TokenAlreadySpentError())
         elif outcome.result == SwapResult.REJECTED:
-            transition(session, op, "rolled_back", error=outcome.error)  # type: ignore[arg-type]
+            transition(session, op, "rolled_back", error=outcome.error)
         else:
-            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+            update_operation(session, op, error=outcome.error)
         view = operation_view(op)
     if view["state"] == "failed":
         raise TokenAlreadySpentError("the token was already claimed elsewhere")

@@ -44,6 +44,7 @@ from sagas.engine import (
     operation_view,
     record_event,
     register,
+    release_claim,
     transition,
     update_operation,
     validate_amount,
@@ -193,12 +194,12 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID, token_version: int 
             return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
         if outcome.result == SwapResult.REJECTED:
             release_proofs(session, op.id)
-            transition(session, op, "rolled_back", error=outcome.error)  # type: ignore[arg-type]
+            transition(session, op, "rolled_back", error=outcome.error)
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             set_proof_state(session, op.id, ProofState.SPENT)
-            transition(session, op, "rolled_back", error=outcome.error)  # type: ignore[arg-type]
+            transition(session, op, "rolled_back", error=outcome.error)
         else:
-            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+            update_operation(session, op, error=outcome.error)
         return operation_view(op)
 
 
@@ -269,9 +270,9 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             set_proof_state(session, op.id, ProofState.SPENT)  # the receiver claimed it first
             transition(session, op, "finalized")
         elif outcome.result == SwapResult.REJECTED:
-            transition(session, op, "pending", error=outcome.error)  # type: ignore[arg-type]
+            transition(session, op, "pending", error=outcome.error)
         else:
-            update_operation(session, op, error=outcome.error)  # type: ignore[arg-type]
+            update_operation(session, op, error=outcome.error)
         return operation_view(op)
 
 
@@ -298,9 +299,11 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
             except (MintAmbiguousError, MintRejectedError):
                 break  # this mint is unreachable now; its sends wait for the next tick
             calls += 1
-    finalized = sum(
-        finalize_if_claimed(ctx, op_id, states)["state"] == "finalized" for op_id in op_ids
-    )
+    finalized = 0
+    for op_id in op_ids:
+        finalized += finalize_if_claimed(ctx, op_id, states)["state"] == "finalized"
+        with ctx.uow() as session:
+            release_claim(session, op_id)  # unclaimed tokens are looked at again next tick
     return {"checked": len(op_ids), "finalized": finalized, "checkstate_calls": calls}
 
 

@@ -12,9 +12,13 @@ Callers: send to queue "cashu" (`send_task(name, kwargs=..., queue="cashu")`, or
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from celery import Celery, Task, signals
+from celery.app.amqp import AMQP
+from celery.utils.saferepr import saferepr
+from celery.worker.request import Request
 
 from beat_schedule import make_beat_schedule
 from models.db import dispose_engines
@@ -30,7 +34,11 @@ TASK_MODULES = [
     "tasks.mints",
     "tasks.wallet",
     "tasks.mint",
+    "tasks.melt",
+    "tasks.send",
+    "tasks.receive",
     "tasks.ops",
+    "tasks.history",
     "tasks.recovery",
     "tasks.events",
 ]
@@ -47,8 +55,163 @@ class TooManyDeliveriesError(CashuError):
     code = "TOO_MANY_DELIVERIES"
 
 
+# --- secrets stay out of logs, events and inspect replies (DESIGN.md rule 9) ----------------
+#
+# A Cashu token is bearer money. Celery shows a task's arguments and result in several
+# places: the worker log ("Task ... succeeded in 0.1s: <result repr>"), the task events
+# Flower displays (task-received carries the client's argsrepr/kwargsrepr, task-succeeded
+# the result repr), `celery inspect active/reserved` (the raw arguments), and, with
+# result_extended, the arguments stored next to the result. Everything below replaces
+# tokens (and values under secret keys) with a placeholder there; the task itself still
+# gets its real arguments and the caller its real result.
+
+TOKEN_RE = re.compile(r"cashu[AB][A-Za-z0-9_\-+/=]+")
+SECRET_KEYS = frozenset(
+    {"token", "tokens", "secret", "secrets", "seed", "mnemonic", "proofs", "inputs", "outputs"}
+)
+
+
+def _mask(text: str) -> str:
+    return f"<redacted {len(text)} chars>"
+
+
+def redact_text(text: str) -> str:
+    """`text` with every Cashu token (cashuA..., cashuB...) in it replaced by a placeholder."""
+    return TOKEN_RE.sub(lambda m: _mask(m.group(0)), text) if "cashu" in text else text
+
+
+def redact(value: Any, key: Any = None) -> Any:
+    """A copy of a JSON-like value safe to show: secret keys' values and tokens masked."""
+    if key in SECRET_KEYS and value not in (None, "", [], {}):
+        return _mask(value) if isinstance(value, str) else "<redacted>"
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+class Redacted:
+    """A secret string in a task's result: JSON-encodes to the string itself (kombu calls
+    __json__), but Celery's saferepr shows only a placeholder (it calls repr() on objects
+    that are not str, dict, list...). Only ever inside results on their way to the backend."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __json__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return _mask(self.value)
+
+
+def _result_for_backend(value: Any, key: Any = None) -> Any:
+    """The result with its secret strings wrapped in Redacted (same JSON, masked repr)."""
+    if isinstance(value, str):
+        if (key in SECRET_KEYS and value) or TOKEN_RE.search(value):
+            return Redacted(value)
+        return value
+    if isinstance(value, dict):
+        return {k: _result_for_backend(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_result_for_backend(v, key) for v in value]
+    return value
+
+
+class RedactingRequest(Request):
+    """The worker's view of a received task, with its arguments' reprs redacted.
+
+    argsrepr/kwargsrepr come from the *client* (task protocol 2 puts them in the message
+    headers); the worker logs them (as extra data) and sends them in task-received events.
+    They are recomputed here from the real arguments, redacted. `info()` (inspect
+    active/reserved/scheduled) shows redacted arguments too, and every task event the
+    request sends (task-succeeded's result, task-failed's exception) passes a last filter.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr = saferepr(redact(self._args), 1024)
+        self._kwargsrepr = saferepr(redact(self._kwargs), 1024)
+        # what the pool child logs as the task's args (trace: LOG_SUCCESS / LOG_FAILURE)
+        self._request_dict["argsrepr"] = self._argsrepr
+        self._request_dict["kwargsrepr"] = self._kwargsrepr
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        info = super().info(safe=safe)
+        if not safe:
+            info["args"], info["kwargs"] = redact(self._args), redact(self._kwargs)
+        return info
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        super().send_event(
+            type, **{k: redact_text(v) if isinstance(v, str) else v for k, v in fields.items()}
+        )
+
+
+class RedactingAMQP(AMQP):
+    """Messages this app sends carry redacted argsrepr/kwargsrepr (headers and task-sent
+    events), unless the caller passes its own. A client app can use it too:
+    `Celery(..., amqp="tasks.app:RedactingAMQP")`."""
+
+    def as_task_v2(
+        self,
+        task_id: str,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        *rest: Any,
+        **options: Any,
+    ) -> Any:  # noqa: E501
+        if options.get("argsrepr") is None:
+            options["argsrepr"] = saferepr(redact(args or ()), self.argsrepr_maxsize)
+        if options.get("kwargsrepr") is None:
+            options["kwargsrepr"] = saferepr(redact(kwargs or {}), self.kwargsrepr_maxsize)
+        return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
+
+
+class RedactingLogFilter(logging.Filter):
+    """Last line of defence on every log handler: no token text reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        if isinstance(record.args, dict):
+            record.args = {k: _redact_log_arg(v) for k, v in record.args.items()}
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_redact_log_arg(v) for v in record.args)
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):  # Celery's structured copy of the task log fields
+            record.data = redact(data)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def _redact_log_arg(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, (dict, list, tuple)):
+        return redact(value)
+    return value
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    for target in (logger, logging.getLogger()):
+        for handler in getattr(target, "handlers", ()):
+            if not any(isinstance(f, RedactingLogFilter) for f in handler.filters):
+                handler.addFilter(RedactingLogFilter())
+
+
 class CashuTask(Task):
-    """Base of our tasks: typed errors are expected outcomes, and a redelivery cap.
+    """Base of our tasks: typed errors are expected outcomes, a redelivery cap, and no
+    secret in what Celery shows of a task (see RedactingRequest, Redacted).
 
     With late acks and reject-on-worker-lost, a message whose step kills its worker is
     redelivered; after `max_deliveries` it fails instead of looping forever. The
@@ -56,12 +219,20 @@ class CashuTask(Task):
     """
 
     throws = (CashuError,)  # logged without a traceback; the caller gets the typed error
+    Request = RedactingRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
-        if request.id and not request.is_eager and request.delivery_info:
+        in_worker = bool(request.id and not request.is_eager and request.delivery_info)
+        if in_worker:
             _count_delivery(request.id, request.delivery_info)
-        return super().__call__(*args, **kwargs)
+            # result_extended stores the request's args next to the result: redacted there
+            # (the task below still gets the real ones).
+            request.args, request.kwargs = redact(list(args)), redact(kwargs)
+        result = super().__call__(*args, **kwargs)
+        # In a worker the result goes to the backend as JSON and into the log and the
+        # task-succeeded event as a repr: Redacted keeps its secrets out of the repr only.
+        return _result_for_backend(result) if in_worker else result
 
     def after_return(self, status: str, retval: Any, task_id: str, *args: Any, **kw: Any) -> None:
         """The message is about to be acked: its delivery count is no longer needed."""
@@ -123,7 +294,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("cashu_worker", task_cls=CashuTask, include=TASK_MODULES)
+    celery = Celery("cashu_worker", task_cls=CashuTask, amqp=RedactingAMQP, include=TASK_MODULES)
     celery.conf.update(celery_config(settings))
     celery.conf.beat_schedule = make_beat_schedule(settings)
     return celery

@@ -58,9 +58,15 @@ class Settings(BaseSettings):
 
     # Beat intervals (seconds).
     poll_mint_quotes_seconds: float = 5.0
+    poll_melts_seconds: float = 5.0
+    check_sends_seconds: float = 5.0
     recovery_seconds: float = 30.0
     relay_events_seconds: float = 2.0
     refresh_keysets_seconds: float = 3600.0
+
+    # A prepared operation (inputs reserved, nothing sent yet) that nobody executed is
+    # cancelled by cashu.beat.cancel_stale once untouched for this long.
+    prepared_max_age_seconds: int = Field(86400, gt=0)
 
     @model_validator(mode="after")
     def _limits_in_order(self) -> Settings:

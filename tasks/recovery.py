@@ -1,10 +1,13 @@
-"""Recovery tasks: a full sweep (also run at worker start) and the beat's quote poller."""
+"""Recovery tasks: a full sweep (also run at worker start) and the beat's pollers."""
 
 from __future__ import annotations
 
-from sagas import mint, receive, send  # noqa: F401  (each registers its recovery rules)
-from sagas.recovery import run_recovery
+from datetime import timedelta
+
+from sagas import melt, mint, receive, send  # noqa: F401  (each registers its recovery rules)
+from sagas.recovery import RULES, run_recovery
 from tasks.app import app
+from tasks.config import get_settings
 from tasks.context import saga_context
 from tasks.events import send_relay
 from tasks.locks import operation_lock
@@ -24,10 +27,28 @@ def _sweep(**filters: object) -> dict[str, int]:
 @app.task(name="cashu.recovery.run")
 def run() -> dict[str, int]:
     """{"recovered", "rolled_back", "still_pending", "failed", "skipped"}."""
-    return _sweep()
+    return _sweep(min_ages=prepared_min_ages())
+
+
+@app.task(name="cashu.beat.poll_melts")
+def poll_melts() -> dict[str, int]:
+    """Pending (and stuck executing) melts: settle each from its quote's state."""
+    return _sweep(kinds={"melt"}, states={"pending", "executing"})
 
 
 @app.task(name="cashu.beat.poll_mint_quotes")
 def poll_mint_quotes() -> dict[str, int]:
     """Pending (and stuck executing) mint operations: issue once paid, fail once expired."""
     return _sweep(kinds={"mint"}, states={"pending", "executing"})
+
+
+def prepared_min_ages() -> dict[tuple[str, str], timedelta]:
+    """CASHU_PREPARED_MAX_AGE_SECONDS for every saga that cancels stale prepared ones."""
+    age = timedelta(seconds=get_settings().prepared_max_age_seconds)
+    return {(rule.kind, rule.state): age for rule in RULES if rule.state == "prepared"}
+
+
+@app.task(name="cashu.beat.cancel_stale")
+def cancel_stale() -> dict[str, int]:
+    """Prepared operations untouched for CASHU_PREPARED_MAX_AGE_SECONDS: cancelled."""
+    return _sweep(states={"prepared"}, min_ages=prepared_min_ages())

@@ -1,13 +1,15 @@
-"""Wallet tasks: balances (more to come: info, check_proofs, restore)."""
+"""Wallet tasks: balances and the wallet's public key (more to come: check_proofs, restore)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nuts.client import normalize_mint_url
+from nuts.secrets import wallet_p2pk_key
 from sagas import proofs
+from sagas.errors import InvalidRequestError
 from tasks.app import app
-from tasks.context import saga_context
+from tasks.context import saga_context, wallet_seed
 
 
 @app.task(name="cashu.wallet.balance")
@@ -15,3 +17,13 @@ def balance(wallet: str, mint_url: str | None = None, unit: str = "sat") -> dict
     url = normalize_mint_url(mint_url) if mint_url else None
     with saga_context().uow() as session:
         return proofs.balance(session, wallet, mint_url=url, unit=unit)
+
+
+@app.task(name="cashu.wallet.info")
+def info(wallet: str) -> dict[str, Any]:
+    """{"wallet", "pubkey"}: the wallet's P2PK public key (compressed, hex), for senders to
+    lock tokens to. Derived from the wallet's seed, so it never changes."""
+    if not isinstance(wallet, str) or not wallet:
+        raise InvalidRequestError("wallet must be a non-empty string")
+    key = wallet_p2pk_key(wallet_seed(wallet))
+    return {"wallet": wallet, "pubkey": key.public_key.format().hex()}

@@ -1,0 +1,89 @@
+"""Melt saga tasks (sagas/melt.py): prepare, execute, refresh, cancel, reclaim, get_by_quote.
+
+execute and refresh also take (mint_url, quote_id) in place of an operation
+id, as the older quote-keyed API did. Steps on an existing operation run under
+its lock; the relay is sent once the step's transactions are committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagas import melt as melt_saga
+from sagas.errors import OperationNotFoundError
+from tasks.app import app
+from tasks.context import saga_context
+from tasks.events import send_relay
+from tasks.locks import operation_lock
+
+
+def _operation_id(operation_id: str | None, mint_url: str | None, quote_id: str | None) -> str:
+    if operation_id:
+        return operation_id
+    if mint_url and quote_id:
+        found = melt_saga.get_by_quote(saga_context(), mint_url, quote_id)
+        if found is None:
+            raise OperationNotFoundError(f"no melt operation for quote {quote_id} at {mint_url}")
+        return found["id"]
+    raise OperationNotFoundError("give operation_id, or mint_url and quote_id")
+
+
+@app.task(name="cashu.melt.prepare")
+def prepare(
+    wallet: str,
+    mint_url: str,
+    invoice: str,
+    method: str = "bolt11",
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    try:
+        return melt_saga.prepare(saga_context(), wallet, mint_url, invoice, method, notify_task)
+    finally:
+        send_relay()
+
+
+@app.task(name="cashu.melt.execute")
+def execute(
+    operation_id: str | None = None, mint_url: str | None = None, quote_id: str | None = None
+) -> dict[str, Any]:
+    op_id = _operation_id(operation_id, mint_url, quote_id)
+    with operation_lock(op_id):
+        try:
+            return melt_saga.execute(saga_context(), op_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.melt.refresh")
+def refresh(
+    operation_id: str | None = None, mint_url: str | None = None, quote_id: str | None = None
+) -> dict[str, Any]:
+    op_id = _operation_id(operation_id, mint_url, quote_id)
+    with operation_lock(op_id):
+        try:
+            return melt_saga.refresh(saga_context(), op_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.melt.cancel")
+def cancel(operation_id: str) -> dict[str, Any]:
+    with operation_lock(operation_id):
+        try:
+            return melt_saga.cancel(saga_context(), operation_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.melt.reclaim")
+def reclaim(operation_id: str) -> dict[str, Any]:
+    with operation_lock(operation_id):
+        try:
+            return melt_saga.reclaim(saga_context(), operation_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.melt.get_by_quote")
+def get_by_quote(mint_url: str, quote_id: str) -> dict[str, Any] | None:
+    return melt_saga.get_by_quote(saga_context(), mint_url, quote_id)

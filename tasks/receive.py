@@ -1,0 +1,53 @@
+"""Receive saga tasks (sagas/receive.py): prepare, execute, and redeem (both in one).
+
+Each task returns the Operation JSON; execute runs under the operation's lock. The
+relay is sent after the step returned. The token argument never reaches the worker log,
+task events or the stored result's arguments (tasks/app.py: CashuTask).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagas import receive as receive_saga
+from tasks.app import app
+from tasks.context import saga_context
+from tasks.events import send_relay
+from tasks.locks import operation_lock
+
+
+@app.task(name="cashu.receive.prepare")
+def prepare(
+    wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
+) -> dict[str, Any]:
+    """Check the token offline: amount, fee, mint_url. Nothing moves yet."""
+    try:
+        return receive_saga.prepare(
+            saga_context(), wallet, token, trust_mint, notify_task=notify_task
+        )
+    finally:
+        send_relay()
+
+
+@app.task(name="cashu.receive.execute")
+def execute(operation_id: str) -> dict[str, Any]:
+    """Swap the token into the wallet's own proofs; TokenAlreadySpentError if claimed."""
+    with operation_lock(operation_id):
+        try:
+            return receive_saga.execute(saga_context(), operation_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.receive.redeem")
+def redeem(
+    wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
+) -> dict[str, Any]:
+    """prepare + execute in one task (the execute step under the operation's lock)."""
+    ctx = saga_context()
+    try:
+        prepared = receive_saga.prepare(ctx, wallet, token, trust_mint, notify_task=notify_task)
+        with operation_lock(prepared["id"]):
+            return receive_saga.execute(ctx, prepared["id"])
+    finally:
+        send_relay()

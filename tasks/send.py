@@ -1,0 +1,95 @@
+"""Send saga tasks (sagas/send.py): prepare, execute, refresh, rollback; and the beat's
+proof-state watcher and stale-prepared canceller.
+
+Each task runs one saga step and returns the Operation JSON; steps on an existing
+operation run under its lock. The relay is sent after the step returned, when
+everything it wrote is committed. The token in a result never reaches the worker log
+or task events (tasks/app.py: CashuTask).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagas import send as send_saga
+from sagas.errors import InvalidRequestError
+from tasks.app import app
+from tasks.context import saga_context
+from tasks.events import send_relay
+from tasks.locks import operation_lock
+
+TOKEN_VERSIONS = (3, 4)
+
+
+@app.task(name="cashu.send.prepare")
+def prepare(
+    wallet: str,
+    mint_url: str,
+    amount: int,
+    unit: str = "sat",
+    memo: str | None = None,
+    p2pk_pubkey: str | None = None,
+    include_receiver_fee: bool = False,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    try:
+        return send_saga.prepare(
+            saga_context(),
+            wallet,
+            mint_url,
+            amount,
+            unit,
+            memo=memo,
+            p2pk_pubkey=p2pk_pubkey,
+            include_receiver_fee=include_receiver_fee,
+            notify_task=notify_task,
+        )
+    finally:
+        send_relay()
+
+
+@app.task(name="cashu.send.execute")
+def execute(operation_id: str, token_version: int = 4) -> dict[str, Any]:
+    """Make the token: V4 (cashuB) by default, V3 (cashuA) on request."""
+    if isinstance(token_version, bool) or token_version not in TOKEN_VERSIONS:
+        raise InvalidRequestError(f"token_version must be 3 or 4, got {token_version!r}")
+    with operation_lock(operation_id):
+        try:
+            return send_saga.execute(saga_context(), operation_id, token_version)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.send.refresh")
+def refresh(operation_id: str) -> dict[str, Any]:
+    """Finalized once the mint reports the token's proofs spent."""
+    with operation_lock(operation_id):
+        try:
+            return send_saga.refresh(saga_context(), operation_id)
+        finally:
+            send_relay()
+
+
+@app.task(name="cashu.send.rollback")
+def rollback(operation_id: str) -> dict[str, Any]:
+    """Cancel a prepared send, or reclaim a pending one (minus the swap fee)."""
+    with operation_lock(operation_id):
+        try:
+            return send_saga.rollback(saga_context(), operation_id)
+        finally:
+            send_relay()
+
+
+# --- beat ------------------------------------------------------------------------------------
+
+
+@app.task(name="cashu.beat.check_sends")
+def check_sends() -> dict[str, int]:
+    """Pending sends: one checkstate per mint per 100 proofs; claimed tokens finalize.
+
+    {"checked", "finalized", "checkstate_calls"}.
+    """
+    counts = send_saga.watch_pending_sends(saga_context())
+    if counts.get("finalized"):
+        send_relay()
+    return counts

@@ -1,0 +1,97 @@
+"""A test-only HTTP proxy in front of a mint that can hold back chosen answers.
+
+    proxy = SlowProxy(mint.url).start()
+    proxy.url                      # register this URL as the mint
+    proxy.hold("/v1/swap", 10.0)   # from now on: forward, then sleep 10 s before answering
+    proxy.answered.wait(30)        # set once the mint has answered a held request
+    proxy.release()                # answer everything at once again
+    proxy.stop()
+
+The mint processes a held request at once; only its answer is late. Killing the client
+while it waits reproduces "the mint did it, the answer was lost" with a real client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class SlowProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.delays: dict[str, float] = {}
+        self.answered = threading.Event()  # a held request was answered by the mint
+        self.held: list[str] = []  # paths of the requests held so far
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._client = httpx.Client(timeout=30.0)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def hold(self, path: str, seconds: float) -> None:
+        self.answered.clear()
+        self.delays[path] = seconds
+
+    def release(self) -> None:
+        self.delays.clear()
+
+    def start(self) -> SlowProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                path = self.path.split("?", 1)[0]
+                delay = proxy.delays.get(path)
+                try:
+                    answer = proxy._client.request(
+                        self.command, proxy.upstream + self.path, content=body, headers=headers
+                    )
+                except httpx.HTTPError:
+                    self.send_error(502)
+                    return
+                if delay:
+                    proxy.held.append(path)
+                    proxy.answered.set()
+                    time.sleep(delay)
+                with contextlib.suppress(OSError):  # the client may be dead by now
+                    self.send_response(answer.status_code)
+                    for key, value in answer.headers.items():
+                        if key.lower() not in HOP_BY_HOP and key.lower() != "content-encoding":
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(answer.content)))
+                    self.end_headers()
+                    self.wfile.write(answer.content)
+
+            do_GET = do_POST = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.handle_error = lambda *args: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._client.close()
