@@ -13,8 +13,7 @@ from sagas import melt as melt_saga
 from sagas.errors import OperationNotFoundError
 from tasks.app import app
 from tasks.context import saga_context
-from tasks.events import send_relay
-from tasks.locks import operation_lock
+from tasks.steps import run_locked_step, run_step
 
 
 def _operation_id(operation_id: str | None, mint_url: str | None, quote_id: str | None) -> str:
@@ -36,10 +35,7 @@ def prepare(
     method: str = "bolt11",
     notify_task: str | None = None,
 ) -> dict[str, Any]:
-    try:
-        return melt_saga.prepare(saga_context(), wallet, mint_url, invoice, method, notify_task)
-    finally:
-        send_relay()
+    return run_step(melt_saga.prepare, wallet, mint_url, invoice, method, notify_task)
 
 
 @app.task(name="cashu.melt.execute")
@@ -47,11 +43,7 @@ def execute(
     operation_id: str | None = None, mint_url: str | None = None, quote_id: str | None = None
 ) -> dict[str, Any]:
     op_id = _operation_id(operation_id, mint_url, quote_id)
-    with operation_lock(op_id):
-        try:
-            return melt_saga.execute(saga_context(), op_id)
-        finally:
-            send_relay()
+    return run_locked_step(melt_saga.execute, op_id)
 
 
 @app.task(name="cashu.melt.refresh")
@@ -59,29 +51,17 @@ def refresh(
     operation_id: str | None = None, mint_url: str | None = None, quote_id: str | None = None
 ) -> dict[str, Any]:
     op_id = _operation_id(operation_id, mint_url, quote_id)
-    with operation_lock(op_id):
-        try:
-            return melt_saga.refresh(saga_context(), op_id)
-        finally:
-            send_relay()
+    return run_locked_step(melt_saga.refresh, op_id)
 
 
 @app.task(name="cashu.melt.cancel")
 def cancel(operation_id: str) -> dict[str, Any]:
-    with operation_lock(operation_id):
-        try:
-            return melt_saga.cancel(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(melt_saga.cancel, operation_id)
 
 
 @app.task(name="cashu.melt.reclaim")
 def reclaim(operation_id: str) -> dict[str, Any]:
-    with operation_lock(operation_id):
-        try:
-            return melt_saga.reclaim(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(melt_saga.reclaim, operation_id)
 
 
 @app.task(name="cashu.melt.get_by_quote")

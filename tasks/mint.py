@@ -11,9 +11,7 @@ from typing import Any
 
 from sagas import mint as mint_saga
 from tasks.app import app
-from tasks.context import saga_context
-from tasks.events import send_relay
-from tasks.locks import operation_lock
+from tasks.steps import run_locked_step, run_step
 
 
 @app.task(name="cashu.mint.prepare")
@@ -25,39 +23,23 @@ def prepare(
     method: str = "bolt11",
     notify_task: str | None = None,
 ) -> dict[str, Any]:
-    try:
-        return mint_saga.prepare(
-            saga_context(), wallet, mint_url, amount, unit, method, notify_task=notify_task
-        )
-    finally:
-        send_relay()
+    return run_step(
+        mint_saga.prepare, wallet, mint_url, amount, unit, method, notify_task=notify_task
+    )
 
 
 @app.task(name="cashu.mint.import_quote")
 def import_quote(
     wallet: str, mint_url: str, quote_id: str, notify_task: str | None = None
 ) -> dict[str, Any]:
-    try:
-        return mint_saga.import_quote(
-            saga_context(), wallet, mint_url, quote_id, notify_task=notify_task
-        )
-    finally:
-        send_relay()
+    return run_step(mint_saga.import_quote, wallet, mint_url, quote_id, notify_task=notify_task)
 
 
 @app.task(name="cashu.mint.execute")
 def execute(operation_id: str) -> dict[str, Any]:
-    with operation_lock(operation_id):
-        try:
-            return mint_saga.execute(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(mint_saga.execute, operation_id)
 
 
 @app.task(name="cashu.mint.refresh")
 def refresh(operation_id: str) -> dict[str, Any]:
-    with operation_lock(operation_id):
-        try:
-            return mint_saga.refresh(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(mint_saga.refresh, operation_id)

@@ -14,6 +14,7 @@ from tasks.app import app
 from tasks.context import saga_context
 from tasks.events import send_relay
 from tasks.locks import operation_lock
+from tasks.steps import run_locked_step, run_step
 
 
 @app.task(name="cashu.receive.prepare")
@@ -21,22 +22,13 @@ def prepare(
     wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
 ) -> dict[str, Any]:
     """Check the token offline: amount, fee, mint_url. Nothing moves yet."""
-    try:
-        return receive_saga.prepare(
-            saga_context(), wallet, token, trust_mint, notify_task=notify_task
-        )
-    finally:
-        send_relay()
+    return run_step(receive_saga.prepare, wallet, token, trust_mint, notify_task=notify_task)
 
 
 @app.task(name="cashu.receive.execute")
 def execute(operation_id: str) -> dict[str, Any]:
     """Swap the token into the wallet's own proofs; TokenAlreadySpentError if claimed."""
-    with operation_lock(operation_id):
-        try:
-            return receive_saga.execute(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(receive_saga.execute, operation_id)
 
 
 @app.task(name="cashu.receive.redeem")

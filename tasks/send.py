@@ -16,7 +16,7 @@ from sagas.errors import InvalidRequestError
 from tasks.app import app
 from tasks.context import saga_context
 from tasks.events import send_relay
-from tasks.locks import operation_lock
+from tasks.steps import run_locked_step, run_step
 
 TOKEN_VERSIONS = (3, 4)
 
@@ -32,20 +32,17 @@ def prepare(
     include_receiver_fee: bool = False,
     notify_task: str | None = None,
 ) -> dict[str, Any]:
-    try:
-        return send_saga.prepare(
-            saga_context(),
-            wallet,
-            mint_url,
-            amount,
-            unit,
-            memo=memo,
-            p2pk_pubkey=p2pk_pubkey,
-            include_receiver_fee=include_receiver_fee,
-            notify_task=notify_task,
-        )
-    finally:
-        send_relay()
+    return run_step(
+        send_saga.prepare,
+        wallet,
+        mint_url,
+        amount,
+        unit,
+        memo=memo,
+        p2pk_pubkey=p2pk_pubkey,
+        include_receiver_fee=include_receiver_fee,
+        notify_task=notify_task,
+    )
 
 
 @app.task(name="cashu.send.execute")
@@ -53,31 +50,19 @@ def execute(operation_id: str, token_version: int = 4) -> dict[str, Any]:
     """Make the token: V4 (cashuB) by default, V3 (cashuA) on request."""
     if isinstance(token_version, bool) or token_version not in TOKEN_VERSIONS:
         raise InvalidRequestError(f"token_version must be 3 or 4, got {token_version!r}")
-    with operation_lock(operation_id):
-        try:
-            return send_saga.execute(saga_context(), operation_id, token_version)
-        finally:
-            send_relay()
+    return run_locked_step(send_saga.execute, operation_id, token_version)
 
 
 @app.task(name="cashu.send.refresh")
 def refresh(operation_id: str) -> dict[str, Any]:
     """Finalized once the mint reports the token's proofs spent."""
-    with operation_lock(operation_id):
-        try:
-            return send_saga.refresh(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(send_saga.refresh, operation_id)
 
 
 @app.task(name="cashu.send.rollback")
 def rollback(operation_id: str) -> dict[str, Any]:
     """Cancel a prepared send, or reclaim a pending one (minus the swap fee)."""
-    with operation_lock(operation_id):
-        try:
-            return send_saga.rollback(saga_context(), operation_id)
-        finally:
-            send_relay()
+    return run_locked_step(send_saga.rollback, operation_id)
 
 
 # --- beat ------------------------------------------------------------------------------------
