@@ -260,6 +260,39 @@ def test_a_token_locked_to_another_wallet_cannot_be_reclaimed_and_is_received_by
     ],
     ids=["empty", "wrong-prefix", "truncated-v4", "bad-cbor", "bad-json", "wrong-shape"],
 )
+def _token_with(mint_url: str, keyset_id: str, amount: int) -> str:
+    """A well-formed V4 token whose proof is wrong in content, not in form."""
+    from coincurve import PrivateKey
+
+    from nuts.models import Proof as WireProof
+    from nuts.tokens import Token, encode_token_v4
+
+    proof = WireProof(
+        id=keyset_id, amount=amount, secret="ab" * 32, C=PrivateKey().public_key.format().hex()
+    )
+    return encode_token_v4(Token(mint=mint_url, unit="sat", proofs=[proof]))
+
+
+@pytest.mark.parametrize(
+    ("keyset", "amount"),
+    [("01" + "ee" * 32, 8), ("01" + "ee" * 7, 8), (None, 2**63)],
+    ids=["unknown-keyset", "unknown-short-keyset", "huge-amount"],
+)
+def test_a_token_wrong_in_content_is_refused_and_changes_nothing(
+    saga_context: SagaContext, mint_url: str, wallet_id: str, keyset: str | None, amount: int
+) -> None:
+    with saga_context.uow() as session:
+        known = next(iter(registry.load_keysets(session, mint_url)))
+    token = _token_with(mint_url, keyset or known, amount)
+
+    with pytest.raises(InvalidTokenError):
+        receive_saga.prepare(saga_context, wallet_id, token)
+
+    with saga_context.uow() as session:
+        assert session.scalar(select(func.count()).where(Operation.wallet == wallet_id)) == 0
+    assert bal(saga_context, wallet_id)["total"] == 0
+
+
 def test_a_malformed_token_is_refused_and_changes_nothing(
     saga_context: SagaContext, mint_url: str, wallet_id: str, token: str
 ) -> None:
