@@ -50,7 +50,6 @@ from nuts.amounts import (
     split_amount,
 )
 from nuts.errors import InvalidSignatureError, MintAmbiguousError, MintRejectedError
-from nuts.keysets import Keyset
 from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
 from nuts.models import Proof as WireProof
 from nuts.outputs import BLANK_AMOUNT, proof_y, unblind_outputs
@@ -89,6 +88,7 @@ from sagas.swap import (
     inputs_state,
     outputs_data,
     plan_outputs,
+    restore_signed,
     settle_swap,
     stored_outputs,
 )
@@ -510,7 +510,7 @@ def _finalize(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str,
         if quote.change:
             change = unblind_outputs(blanks, quote.change, keysets)
         elif blanks:
-            change = _restored_change(ctx, mint_url, blanks, keysets)
+            change = restore_signed(ctx.mint_client(mint_url), blanks, keysets)
     except (MintAmbiguousError, MintRejectedError, InvalidSignatureError) as exc:
         return record_error(ctx, KIND, op_id, exc)  # paid: stay open until the change is in hand
     with ctx.uow() as session:
@@ -533,16 +533,6 @@ def _finalize(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str,
             },
         )
         return operation_view(op)
-
-
-def _restored_change(
-    ctx: SagaContext, mint_url: str, blanks: list, keysets: dict[str, Keyset]
-) -> list[WireProof]:
-    """The change signatures the mint holds for our blanks (only the blanks it used)."""
-    restored = ctx.mint_client(mint_url).restore([b.blinded_message for b in blanks])
-    by_b = {b.B_: b for b in blanks}
-    used = [by_b[m.B_] for m in restored.outputs if m.B_ in by_b]
-    return unblind_outputs(used, restored.signatures, keysets)
 
 
 def _roll_back_if_inputs_unspent(

@@ -112,15 +112,22 @@ def settle_swap(
         return SwapOutcome(SwapResult.UNKNOWN, error=exc)
 
 
+def restore_signed(
+    client: MintClient, outputs: Sequence[PreparedOutput], keysets: dict[str, Keyset]
+) -> list[WireProof]:
+    """Proofs for those of our outputs the mint has signed (NUT-09), in our order."""
+    restored = client.restore([o.blinded_message for o in outputs])
+    signature_of = {m.B_: s for m, s in zip(restored.outputs, restored.signatures, strict=False)}
+    signed = [o for o in outputs if o.B_ in signature_of]
+    return unblind_outputs(signed, [signature_of[o.B_] for o in signed], keysets)
+
+
 def restore_outputs(
     client: MintClient, outputs: Sequence[PreparedOutput], keysets: dict[str, Keyset]
 ) -> list[WireProof] | None:
-    """Our outputs' signatures from the mint (NUT-09), all of them, or None."""
-    restored = client.restore([o.blinded_message for o in outputs])
-    by_b = {m.B_: s for m, s in zip(restored.outputs, restored.signatures, strict=False)}
-    if not outputs or any(o.B_ not in by_b for o in outputs):
-        return None
-    return unblind_outputs(outputs, [by_b[o.B_] for o in outputs], keysets)
+    """Our outputs' signatures from the mint, all of them, or None."""
+    proofs = restore_signed(client, outputs, keysets)
+    return proofs if outputs and len(proofs) == len(outputs) else None
 
 
 def inputs_state(client: MintClient, inputs: Sequence[WireProof]) -> set[ProofSpentState]:

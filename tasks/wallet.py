@@ -1,4 +1,4 @@
-"""Wallet tasks: balances and the wallet's public key (more to come: check_proofs, restore)."""
+"""Wallet tasks: balances, the wallet's public key, restore from the seed, reconciliation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from nuts.client import normalize_mint_url
 from nuts.secrets import wallet_p2pk_key
 from sagas import proofs
+from sagas import restore as restore_saga
 from sagas.errors import InvalidRequestError
 from tasks.app import app
 from tasks.context import saga_context, wallet_seed
@@ -27,3 +28,15 @@ def info(wallet: str) -> dict[str, Any]:
         raise InvalidRequestError("wallet must be a non-empty string")
     key = wallet_p2pk_key(wallet_seed(wallet))
     return {"wallet": wallet, "pubkey": key.public_key.format().hex()}
+
+
+@app.task(name="cashu.wallet.restore")
+def restore(mint_url: str, wallet: str = "default") -> dict[str, Any]:
+    """NUT-09/13: every proof of the wallet at the mint, from its seed alone."""
+    return restore_saga.restore_wallet(saga_context(), wallet, mint_url)
+
+
+@app.task(name="cashu.wallet.check_proofs")
+def check_proofs(wallet: str, mint_url: str) -> dict[str, Any]:
+    """NUT-07: our stored proof states against the mint's, discrepancies classified."""
+    return restore_saga.check_proofs(saga_context(), wallet, mint_url)

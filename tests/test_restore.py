@@ -1,0 +1,158 @@
+"""Wallet restore from the seed (NUT-09/13) and proof reconciliation (NUT-07), real mint."""
+
+from __future__ import annotations
+
+import pytest
+from mint_harness import RunningMint
+from sqlalchemy import delete, select, update
+
+from models import KeysetCounter, Operation, Proof, ProofState
+from sagas import mint as mint_saga
+from sagas import mints as registry
+from sagas import restore as restore_saga
+from sagas import send as send_saga
+from sagas.counters import next_counter
+from sagas.engine import SagaContext
+from sagas.proofs import balance
+
+pytestmark = pytest.mark.mint
+
+
+@pytest.fixture
+def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
+    with saga_context.uow() as session:
+        return registry.add_mint(session, saga_context.mint_client(test_mint.url), test_mint.url)[
+            "url"
+        ]
+
+
+def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
+    op = mint_saga.prepare(ctx, wallet, url, amount)
+    assert mint_saga.execute(ctx, op["id"])["state"] == "finalized"
+
+
+def bal(ctx: SagaContext, wallet: str) -> dict:
+    with ctx.uow() as session:
+        return balance(session, wallet)
+
+
+def counters_of(ctx: SagaContext, wallet: str) -> dict[str, int]:
+    with ctx.uow() as session:
+        rows = session.execute(
+            select(KeysetCounter.keyset_id, KeysetCounter.next_counter).where(
+                KeysetCounter.wallet == wallet
+            )
+        )
+        return {keyset_id: counter for keyset_id, counter in rows}
+
+
+def wipe(ctx: SagaContext, wallet: str) -> None:
+    """The disaster: every row this wallet had is gone."""
+    with ctx.uow() as session:
+        session.execute(delete(Proof).where(Proof.wallet == wallet))
+        session.execute(delete(KeysetCounter).where(KeysetCounter.wallet == wallet))
+        ops = select(Operation.id).where(Operation.wallet == wallet)
+        from models import Event
+
+        session.execute(delete(Event).where(Event.operation_id.in_(ops)))
+        session.execute(delete(Operation).where(Operation.wallet == wallet))
+
+
+def test_a_wiped_wallet_is_restored_exactly_from_its_seed(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 500)
+    op = send_saga.prepare(saga_context, wallet_id, mint_url, 99)
+    assert op["needs_swap"]  # so some proofs are spent at the mint
+    send_saga.execute(saga_context, op["id"])  # a token out, not yet claimed
+    before = bal(saga_context, wallet_id)
+    counters_before = counters_of(saga_context, wallet_id)
+    wipe(saga_context, wallet_id)
+
+    report = restore_saga.restore_wallet(saga_context, wallet_id, mint_url)
+
+    # The unclaimed token's proofs are unspent at the mint: they come back as ours.
+    assert bal(saga_context, wallet_id)["spendable"] == before["spendable"] + before["pending"]
+    assert report["restored_amount"] == before["total"]
+    assert report["spent"] >= 1  # the inputs the send swapped away
+    assert counters_of(saga_context, wallet_id) == counters_before
+    fund(saga_context, wallet_id, mint_url, 10)  # the next outputs are fresh: no 11003
+    assert bal(saga_context, wallet_id)["spendable"] == before["total"] + 10
+
+
+def test_restoring_a_live_wallet_adds_nothing_and_keeps_held_proofs_held(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    op = send_saga.prepare(saga_context, wallet_id, mint_url, 50)  # inputs reserved
+    before = bal(saga_context, wallet_id)
+
+    report = restore_saga.restore_wallet(saga_context, wallet_id, mint_url)
+
+    assert report["restored"] == 0 and report["already_known"] >= 1
+    assert bal(saga_context, wallet_id) == before
+    assert send_saga.rollback(saga_context, op["id"])["state"] == "rolled_back"
+    assert bal(saga_context, wallet_id)["spendable"] == 300
+
+
+def test_restore_never_lowers_a_counter(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 64)
+    with saga_context.uow() as session:
+        session.execute(
+            update(KeysetCounter)
+            .where(KeysetCounter.wallet == wallet_id)
+            .values(next_counter=KeysetCounter.next_counter + 1000)
+        )
+    raised = counters_of(saga_context, wallet_id)
+
+    restore_saga.restore_wallet(saga_context, wallet_id, mint_url)
+
+    assert counters_of(saga_context, wallet_id) == raised
+    with saga_context.uow() as session:
+        keyset_id = next(iter(raised))
+        assert next_counter(session, wallet_id, keyset_id) >= 1000
+    assert bal(saga_context, wallet_id)["spendable"] == 64
+
+
+def test_check_proofs_finds_and_corrects_a_proof_spent_behind_our_back(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    from protocol_wallet import ProtocolWallet, swap_to
+
+    from sagas.proofs import to_wire
+
+    fund(saga_context, wallet_id, mint_url, 96)  # 64 + 32
+    with saga_context.uow() as session:
+        row = session.scalars(
+            select(Proof).where(Proof.wallet == wallet_id, Proof.amount == 32)
+        ).one()
+        stolen = to_wire(row)
+    swap_to(ProtocolWallet(saga_context.mint_client(mint_url)), [stolen])
+
+    report = restore_saga.check_proofs(saga_context, wallet_id, mint_url)
+
+    assert report["discrepancies"]["DB_UNSPENT_MINT_SPENT"] == {
+        "severity": "HIGH",
+        "count": 1,
+        "amount": 32,
+    }
+    assert report["corrected"] == 1
+    assert bal(saga_context, wallet_id)["spendable"] == 64
+    again = restore_saga.check_proofs(saga_context, wallet_id, mint_url)
+    assert again["discrepancies"] == {} and again["corrected"] == 0
+
+
+def test_check_proofs_of_a_consistent_wallet_reports_nothing(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+
+    report = restore_saga.check_proofs(saga_context, wallet_id, mint_url)
+
+    assert report["discrepancies"] == {} and report["checked"] >= 1
+    with saga_context.uow() as session:
+        states = set(session.scalars(select(Proof.state).where(Proof.wallet == wallet_id)))
+    assert states == {ProofState.UNSPENT}
+    assert bal(saga_context, wallet_id)["spendable"] == 100
