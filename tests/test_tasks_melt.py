@@ -1,0 +1,558 @@
+"""The melt saga through the Celery tasks: a real worker, a real Nutshell mint (FakeWallet,
+input fee 100 ppk), Postgres and Redis.
+
+The shared test mint for melts paid at once; a test's own mint (registered through
+cashu.mints.add) for PENDING / FAILED payments: FAKEWALLET_PAY_INVOICE_STATE shapes the
+melt's answer, a restart with FAKEWALLET_PAYMENT_STATE moves a pending one on (TEST-MINT.md).
+A slow proxy in front of the mint makes a melt last (concurrent executes) or holds its PAID
+answer back while the worker is SIGKILLed. Every test ends on exact balances
+(cashu.wallet.balance) and, where proofs moved, on the mint's checkstate of our proofs.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from celery import Celery
+from mint_harness import RunningMint, make_invoice
+from slow_proxy import SlowProxy
+from sqlalchemy import func, select
+
+from models import Operation, Proof, ProofState
+from nuts.client import MintClient
+from nuts.models import MeltQuoteState, ProofSpentState
+from sagas.engine import SagaContext
+
+pytestmark = pytest.mark.mint
+TIMEOUT = 60
+ROUTING_FEE = 1  # the FakeWallet pays every invoice with a 1 sat routing fee (TEST-MINT.md)
+# melts come back PENDING, and stay so when checked until a restart says otherwise
+PENDING = {"FAKEWALLET_PAY_INVOICE_STATE": "PENDING", "FAKEWALLET_PAYMENT_STATE": "PENDING"}
+FAILING = {"FAKEWALLET_PAY_INVOICE_STATE": "FAILED", "FAKEWALLET_PAYMENT_STATE": "FAILED"}
+MELT_PATH = "/v1/melt/bolt11"
+
+
+# --- calling the worker ----------------------------------------------------------------------
+
+
+def call(client: Celery, name: str, **kwargs: object):
+    return client.send_task(name, kwargs=kwargs).get(timeout=TIMEOUT)
+
+
+def raises(client: Celery, name: str, **kwargs: object) -> Exception:
+    """The typed error the task raised (its class name is what a caller matches on)."""
+    with pytest.raises(Exception) as caught:
+        call(client, name, **kwargs)
+    return caught.value
+
+
+def op_view(client: Celery, operation_id: str) -> dict:
+    return call(client, "cashu.ops.get", operation_id=operation_id)
+
+
+def fund(client: Celery, wallet: str, mint_url: str, amount: int) -> None:
+    op = call(client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=amount)
+    assert call(client, "cashu.mint.execute", operation_id=op["id"])["state"] == "finalized"
+
+
+def prepare(client: Celery, wallet: str, mint_url: str, invoice: str) -> dict:
+    return call(client, "cashu.melt.prepare", wallet=wallet, mint_url=mint_url, invoice=invoice)
+
+
+def assert_balance(
+    client: Celery, wallet: str, *, spendable: int, pending: int = 0, reserved: int = 0
+) -> None:
+    bal = call(client, "cashu.wallet.balance", wallet=wallet)
+    assert (bal["spendable"], bal["pending"], bal["reserved"]) == (spendable, pending, reserved), (
+        bal
+    )
+    assert bal["total"] == spendable + pending + reserved, bal
+
+
+def total(client: Celery, wallet: str) -> int:
+    return call(client, "cashu.wallet.balance", wallet=wallet)["total"]
+
+
+def poll_until_settled(client: Celery, op_id: str, task: str = "cashu.beat.poll_melts") -> dict:
+    """Run the poller as the beat would (every tick, bounded: 30 tries) until the melt
+    leaves pending / executing. A restarted Nutshell settles its pending melts itself at
+    startup; a check racing with that is answered with an error and the next tick succeeds.
+    """
+    view = op_view(client, op_id)
+    for _ in range(30):
+        counts = call(client, task)
+        assert set(counts) == {"recovered", "rolled_back", "still_pending", "failed", "skipped"}
+        view = op_view(client, op_id)
+        if view["state"] not in ("pending", "executing"):
+            return view
+        time.sleep(0.5)
+    return view
+
+
+# --- reading our database and the mint -------------------------------------------------------
+
+
+def op_data(ctx: SagaContext, op_id: str) -> dict:
+    with ctx.uow() as session:
+        op = session.get(Operation, uuid.UUID(op_id))
+        assert op is not None
+        return dict(op.data)
+
+
+def keep_of(data: dict) -> int:
+    """What a pre-swap gave back to the wallet (0 without one)."""
+    if not data["needs_swap"]:
+        return 0
+    return data["input_amount"] - data["swap_fee"] - data["melt_input"]
+
+
+def change_stored(ctx: SagaContext, op_id: str) -> int:
+    """The change proofs the melt stored: proofs it created, minus a pre-swap's keep."""
+    with ctx.uow() as session:
+        created = session.scalar(
+            select(func.coalesce(func.sum(Proof.amount), 0)).where(
+                Proof.created_by == uuid.UUID(op_id), Proof.state == ProofState.UNSPENT
+            )
+        )
+    return int(created) - keep_of(op_data(ctx, op_id))
+
+
+def mint_states(ctx: SagaContext, mint_url: str, **where: object) -> dict[str, ProofSpentState]:
+    """What the mint says of the proofs matching `where` (Proof columns), by Y."""
+    with ctx.uow() as session:
+        stmt = select(Proof.y)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(Proof, column) == value)
+        ys = list(session.scalars(stmt))
+    assert ys, where
+    with MintClient(mint_url) as mint:
+        return {s.Y: s.state for s in mint.checkstate(ys)}
+
+
+def assert_mint_agrees(ctx: SagaContext, mint_url: str, wallet: str) -> None:
+    """Every proof we hold unspent (or reserved, or pending) is unspent at the mint."""
+    for state in (ProofState.UNSPENT, ProofState.RESERVED, ProofState.PENDING):
+        with ctx.uow() as session:
+            held = session.scalar(
+                select(Proof.id).where(Proof.wallet == wallet, Proof.state == state).limit(1)
+            )
+        if held is not None:
+            states = mint_states(ctx, mint_url, wallet=wallet, state=state)
+            assert set(states.values()) == {ProofSpentState.UNSPENT}, (state, states)
+
+
+def quote_state(mint_url: str, quote_id: str) -> MeltQuoteState:
+    with MintClient(mint_url) as mint:
+        return mint.check_melt_quote(quote_id).state
+
+
+def melt_ops(client: Celery, wallet: str) -> list[dict]:
+    return call(client, "cashu.ops.list", wallet=wallet, kind="melt")["operations"]
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wallet() -> str:
+    return f"mw-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def mint_url(celery_client: Celery, test_mint: RunningMint) -> str:
+    return call(celery_client, "cashu.mints.add", url=test_mint.url)["url"]
+
+
+@pytest.fixture
+def own_mint(
+    celery_client: Celery, fresh_mint: Callable[..., RunningMint]
+) -> Iterator[Callable[..., tuple[RunningMint, str]]]:
+    """own_mint(env) -> (mint, url): a test's own mint, registered through cashu.mints.add.
+    Untrusted at test end: its port dies with it, and recovery must never ask it again."""
+    urls: list[str] = []
+
+    def factory(env: dict[str, str] | None = None) -> tuple[RunningMint, str]:
+        mint = fresh_mint(env_overrides=env or {})
+        url = call(celery_client, "cashu.mints.add", url=mint.url)["url"]
+        urls.append(url)
+        return mint, url
+
+    yield factory
+    for url in urls:
+        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
+
+
+@pytest.fixture
+def proxy(celery_client: Celery, test_mint: RunningMint) -> Iterator[SlowProxy]:
+    """The test mint behind a slow proxy, registered (and trusted) under the proxy's URL."""
+    slow = SlowProxy(test_mint.url).start()
+    url = call(celery_client, "cashu.mints.add", url=slow.url)["url"]
+    try:
+        yield slow
+    finally:
+        slow.release()
+        # the proxy's URL dies with it: never contact it again
+        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
+        slow.stop()
+
+
+# --- 1. paid at once -------------------------------------------------------------------------
+
+
+def test_prepare_reports_every_fee_then_execute_pays_at_once_with_change(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 300)  # 256 + 32 + 8 + 4
+    invoice = make_invoice(100)
+
+    prepared = prepare(client, wallet, mint_url, invoice)
+
+    assert prepared["state"] == "prepared" and prepared["kind"] == "melt"
+    assert prepared["quote_id"] and prepared["amount"] == 100 and prepared["request"] == invoice
+    assert prepared["fee_reserve"] >= 1
+    assert {"swap_fee", "needs_swap", "input_amount", "input_fee"} <= prepared.keys()
+    inputs = prepared["input_amount"]
+    assert inputs >= 100 + prepared["fee_reserve"] + prepared["input_fee"] + prepared["swap_fee"]
+    assert prepared["needs_swap"] is True and prepared["swap_fee"] == 1  # one 256 for 100 sat
+    # nothing moved: the same total, the inputs only reserved
+    assert_balance(client, wallet, spendable=300 - inputs, reserved=inputs)
+    assert quote_state(mint_url, prepared["quote_id"]) == MeltQuoteState.UNPAID
+
+    paid = call(client, "cashu.melt.execute", operation_id=prepared["id"])
+
+    assert paid["state"] == "finalized" and paid["id"] == prepared["id"] and paid["error"] is None
+    assert paid["preimage"] and paid["finalized_at"]
+    assert paid["change_amount"] > 0
+    assert paid["change_amount"] == change_stored(saga_context, paid["id"])
+    assert paid["effective_fee"] == prepared["swap_fee"] + prepared["input_fee"] + ROUTING_FEE
+    assert total(client, wallet) == 300 - 100 - paid["effective_fee"]
+    assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
+    assert quote_state(mint_url, prepared["quote_id"]) == MeltQuoteState.PAID
+    assert_mint_agrees(saga_context, mint_url, wallet)
+
+
+# --- 2. / 3. pending, settled or failed later, found by the poller ------------------------------
+
+
+def test_a_pending_melt_is_finalized_by_the_poller_once_settled(
+    celery_client: Celery, own_mint, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    mint, url = own_mint(PENDING)
+    fund(client, wallet, url, 300)
+    op = prepare(client, wallet, url, make_invoice(100))
+
+    pending = call(client, "cashu.melt.execute", operation_id=op["id"])
+
+    assert pending["state"] == "pending"
+    data = op_data(saga_context, op["id"])
+    assert_balance(
+        client,
+        wallet,
+        spendable=300 - op["input_amount"] + keep_of(data),
+        pending=data["melt_input"],
+    )
+    counts = call(client, "cashu.beat.poll_melts")
+    assert counts["still_pending"] >= 1, (counts, op_view(client, op["id"]))
+    assert op_view(client, op["id"])["state"] == "pending"
+
+    mint.restart({**PENDING, "FAKEWALLET_PAYMENT_STATE": "SETTLED"})
+    done = poll_until_settled(client, op["id"])
+
+    assert done["state"] == "finalized", done
+    assert done["change_amount"] > 0
+    assert done["change_amount"] == change_stored(saga_context, op["id"])
+    # A FakeWallet payment settled by a later status check reports neither a preimage nor
+    # a routing fee: the mint returns the whole fee reserve as change.
+    assert done["effective_fee"] == op["swap_fee"] + op["input_fee"]
+    assert_balance(client, wallet, spendable=300 - 100 - done["effective_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+def test_a_pending_melt_that_fails_later_is_rolled_back_by_the_poller(
+    celery_client: Celery, own_mint, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    mint, url = own_mint(PENDING)
+    fund(client, wallet, url, 300)
+    op = prepare(client, wallet, url, make_invoice(100))
+    assert call(client, "cashu.melt.execute", operation_id=op["id"])["state"] == "pending"
+
+    mint.restart({**PENDING, "FAKEWALLET_PAYMENT_STATE": "FAILED"})
+    done = poll_until_settled(client, op["id"])
+
+    assert done["state"] == "rolled_back", done
+    assert done["effective_fee"] == op["swap_fee"]  # a pre-swap, if one happened, was real
+    assert_balance(client, wallet, spendable=300 - op["swap_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+# --- 4. failed outright ----------------------------------------------------------------------
+
+
+def test_a_payment_that_fails_outright_rolls_back_with_nothing_reserved(
+    celery_client: Celery, own_mint, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    _, url = own_mint(FAILING)
+    fund(client, wallet, url, 300)
+    op = prepare(client, wallet, url, make_invoice(100))
+
+    result = call(client, "cashu.melt.execute", operation_id=op["id"])
+
+    assert result["state"] == "rolled_back"
+    assert result["error"]["code"] == "LIGHTNING_PAYMENT_FAILED"
+    assert result["effective_fee"] == op["swap_fee"]
+    assert "preimage" not in result and "change_amount" not in result
+    assert_balance(client, wallet, spendable=300 - op["swap_fee"])
+    assert quote_state(url, op["quote_id"]) == MeltQuoteState.UNPAID
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+# --- 5. two executes of one operation at once ------------------------------------------------
+
+
+def test_two_concurrent_executes_of_one_melt_pay_once(
+    celery_client: Celery, proxy: SlowProxy, wallet: str, saga_context: SagaContext
+) -> None:
+    client, url = celery_client, proxy.url
+    fund(client, wallet, url, 300)
+    op = prepare(client, wallet, url, make_invoice(100))
+    proxy.hold(MELT_PATH, 2.0)  # the melt lasts 2 s: the executes overlap
+
+    results = [
+        client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]}) for _ in range(2)
+    ]
+    outcomes = []
+    for result in results:
+        try:
+            outcomes.append(result.get(timeout=TIMEOUT)["state"])
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    proxy.release()
+
+    assert sorted(outcomes) == ["OperationInProgressError", "finalized"], outcomes
+    assert proxy.held == [MELT_PATH]  # one melt request reached the mint
+    done = op_view(client, op["id"])
+    assert done["state"] == "finalized"
+    assert done["change_amount"] == change_stored(saga_context, op["id"])
+    assert done["effective_fee"] == op["swap_fee"] + op["input_fee"] + ROUTING_FEE
+    assert_balance(client, wallet, spendable=300 - 100 - done["effective_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+# --- 6. one invoice, two melts ---------------------------------------------------------------
+
+
+def test_two_melts_of_one_invoice_pay_it_once(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 1000)
+    invoice = make_invoice(100)
+    first = prepare(client, wallet, mint_url, invoice)
+    second = prepare(client, wallet, mint_url, invoice)
+    assert first["quote_id"] != second["quote_id"]
+
+    results = [call(client, "cashu.melt.execute", operation_id=op["id"]) for op in (first, second)]
+
+    assert sorted(r["state"] for r in results) == ["finalized", "rolled_back"], results
+    paid = next(r for r in results if r["state"] == "finalized")
+    refused = next(r for r in results if r["state"] == "rolled_back")
+    assert refused["effective_fee"] == refused["swap_fee"]
+    assert "preimage" not in refused
+    assert_balance(
+        client, wallet, spendable=1000 - 100 - paid["effective_fee"] - refused["effective_fee"]
+    )
+    assert quote_state(mint_url, paid["quote_id"]) == MeltQuoteState.PAID
+    assert quote_state(mint_url, refused["quote_id"]) != MeltQuoteState.PAID
+    assert_mint_agrees(saga_context, mint_url, wallet)
+
+
+# --- 7. refused before anything moves --------------------------------------------------------
+
+
+def test_insufficient_balance_is_a_typed_error_and_reserves_nothing(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 50)
+
+    for amount in (100, 50):  # 50: the fee reserve and input fee do not fit either
+        err = raises(
+            client,
+            "cashu.melt.prepare",
+            wallet=wallet,
+            mint_url=mint_url,
+            invoice=make_invoice(amount),
+        )
+        assert type(err).__name__ == "InsufficientBalanceError", repr(err)
+        assert err.code == "INSUFFICIENT_BALANCE"  # type: ignore[attr-defined]
+
+    assert melt_ops(client, wallet) == []
+    assert_balance(client, wallet, spendable=50)
+    assert_mint_agrees(saga_context, mint_url, wallet)
+
+
+def test_an_untrusted_mint_is_a_typed_error_and_reserves_nothing(
+    celery_client: Celery, own_mint, wallet: str
+) -> None:
+    client = celery_client
+    mint, url = own_mint()
+    fund(client, wallet, url, 200)
+    assert call(client, "cashu.mints.set_trusted", url=url, trusted=False)["trusted"] is False
+    mint.stop()  # any request would now be a connection error, not a trust error
+
+    err = raises(
+        client, "cashu.melt.prepare", wallet=wallet, mint_url=url, invoice=make_invoice(100)
+    )
+
+    assert type(err).__name__ == "UntrustedMintError", repr(err)
+    assert err.code == "UNTRUSTED_MINT"  # type: ignore[attr-defined]
+    assert melt_ops(client, wallet) == []
+    assert_balance(client, wallet, spendable=200)
+
+
+# --- 8. by (mint_url, quote_id) --------------------------------------------------------------
+
+
+def test_execute_and_refresh_by_mint_url_and_quote_id(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 300)
+    op = prepare(client, wallet, mint_url, make_invoice(100))
+
+    paid = call(client, "cashu.melt.execute", mint_url=mint_url, quote_id=op["quote_id"])
+
+    assert paid["state"] == "finalized" and paid["id"] == op["id"]
+    assert paid["change_amount"] == change_stored(saga_context, op["id"])
+    by_quote = call(client, "cashu.melt.refresh", mint_url=mint_url + "/", quote_id=op["quote_id"])
+    by_id = call(client, "cashu.melt.refresh", operation_id=op["id"])
+    assert by_quote == by_id == op_view(client, op["id"])
+    assert by_quote["state"] == "finalized"
+    for task in ("cashu.melt.execute", "cashu.melt.refresh"):
+        err = raises(client, task, mint_url=mint_url, quote_id="no-such-quote")
+        assert type(err).__name__ == "OperationNotFoundError", repr(err)
+        err = raises(client, task, quote_id=op["quote_id"])  # a quote alone is not enough
+        assert type(err).__name__ == "OperationNotFoundError", repr(err)
+    assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
+    assert_mint_agrees(saga_context, mint_url, wallet)
+
+
+def test_refresh_by_mint_url_and_quote_id_settles_a_pending_melt(
+    celery_client: Celery, own_mint, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    mint, url = own_mint(PENDING)
+    fund(client, wallet, url, 300)
+    op = prepare(client, wallet, url, make_invoice(100))
+    pending = call(client, "cashu.melt.execute", mint_url=url, quote_id=op["quote_id"])
+    assert pending["state"] == "pending" and pending["id"] == op["id"]
+    assert call(client, "cashu.melt.refresh", mint_url=url, quote_id=op["quote_id"])["state"] == (
+        "pending"
+    )
+
+    mint.restart({**PENDING, "FAKEWALLET_PAYMENT_STATE": "SETTLED"})
+    done = pending
+    for _ in range(30):  # bounded: the restarted mint settles its pending melts at startup
+        try:
+            done = call(client, "cashu.melt.refresh", mint_url=url, quote_id=op["quote_id"])
+        except Exception as exc:  # noqa: BLE001 - a concurrent sweep holds the lock
+            assert type(exc).__name__ == "OperationInProgressError", repr(exc)
+        if done["state"] not in ("pending", "executing"):
+            break
+        time.sleep(0.5)
+
+    assert done["state"] == "finalized" and done["id"] == op["id"], done
+    assert done["change_amount"] == change_stored(saga_context, op["id"])
+    assert_balance(client, wallet, spendable=300 - 100 - done["effective_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+# --- 9. cancel, get_by_quote ------------------------------------------------------------------
+
+
+def test_cancel_releases_a_prepared_melt_and_get_by_quote_finds_it(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 300)
+    op = prepare(client, wallet, mint_url, make_invoice(100))
+    assert_balance(client, wallet, spendable=300 - op["input_amount"], reserved=op["input_amount"])
+
+    found = call(client, "cashu.melt.get_by_quote", mint_url=mint_url, quote_id=op["quote_id"])
+    assert found == op_view(client, op["id"]) and found["state"] == "prepared"
+
+    cancelled = call(client, "cashu.melt.cancel", operation_id=op["id"])
+
+    assert cancelled["state"] == "rolled_back" and cancelled["effective_fee"] == 0
+    assert call(client, "cashu.melt.cancel", operation_id=op["id"])["state"] == "rolled_back"
+    found = call(client, "cashu.melt.get_by_quote", mint_url=mint_url, quote_id=op["quote_id"])
+    assert found["id"] == op["id"] and found["state"] == "rolled_back"
+    assert call(client, "cashu.melt.get_by_quote", mint_url=mint_url, quote_id="nope") is None
+    assert quote_state(mint_url, op["quote_id"]) == MeltQuoteState.UNPAID
+    assert_balance(client, wallet, spendable=300)
+    assert_mint_agrees(saga_context, mint_url, wallet)
+
+
+# --- 10. a worker SIGKILLed after the melt request left -----------------------------------------
+
+
+def drop_dead_workers_lock(redis_url: str, operation_id: str) -> None:
+    """A SIGKILLed worker leaves its operation lock until the lock's timeout (6 min): a
+    caller or the beat gets OperationInProgressError meanwhile. Let it lapse now."""
+    assert redis.Redis.from_url(redis_url).delete(f"cashu:lock:op:{operation_id}") == 1
+
+
+def test_a_worker_killed_after_the_melt_request_left_loses_no_change(
+    celery_worker,
+    celery_client: Celery,
+    proxy: SlowProxy,
+    wallet: str,
+    saga_context: SagaContext,
+    redis_url: str,
+) -> None:
+    client, url = celery_client, proxy.url
+    fund(client, wallet, url, 300)
+    op = prepare(client, wallet, url, make_invoice(100))
+
+    proxy.hold(MELT_PATH, 20.0)
+    client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]})
+    assert proxy.answered.wait(TIMEOUT), "the melt never reached the mint"
+    celery_worker.kill_hard()  # the mint has paid; its PAID answer is still in the proxy
+    proxy.release()
+    assert proxy.held == [MELT_PATH]
+
+    # We wrote ahead and never heard back: executing, the melt inputs spent at the mint.
+    assert op_data(saga_context, op["id"])["phase"] == "melt"
+    with saga_context.uow() as session:  # no worker to ask right now: the database
+        dead = session.get(Operation, uuid.UUID(op["id"]))
+        assert dead is not None and dead.state == "executing"
+    melt_inputs = mint_states(
+        saga_context, url, used_by=uuid.UUID(op["id"]), state=ProofState.RESERVED
+    )
+    assert set(melt_inputs.values()) == {ProofSpentState.SPENT}
+    assert quote_state(url, op["quote_id"]) == MeltQuoteState.PAID
+
+    celery_worker.restart()
+    # The dead worker's lock still holds the operation: recovery skips it, nothing moves.
+    counts = call(client, "cashu.recovery.run")
+    assert counts["skipped"] >= 1 or op_view(client, op["id"])["state"] == "executing", counts
+    assert op_view(client, op["id"])["state"] == "executing"
+    drop_dead_workers_lock(redis_url, op["id"])
+    done = poll_until_settled(client, op["id"], task="cashu.recovery.run")
+
+    assert done["state"] == "finalized", done
+    assert done["preimage"]
+    assert done["change_amount"] > 0
+    assert done["change_amount"] == change_stored(saga_context, op["id"])
+    # no change lost: the melt cost exactly what one paid at once costs
+    assert done["effective_fee"] == op["swap_fee"] + op["input_fee"] + ROUTING_FEE
+    assert_balance(client, wallet, spendable=300 - 100 - done["effective_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
