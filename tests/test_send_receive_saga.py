@@ -248,18 +248,6 @@ def test_a_token_locked_to_another_wallet_cannot_be_reclaimed_and_is_received_by
     assert bal(saga_context, wallet_id)["total"] == 100 - 40 - op["fee"]
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        "",
-        "cashuC" + "A" * 40,
-        "cashuBo2F0gaJhaUgArSaMTR9YJmFwgaNhYQFhc3hAOWE2ZGJiODQ3YmQy",  # truncated
-        "cashuB" + "////",  # not CBOR
-        "cashuAeyJ0b2tlbiI6W3s",  # truncated JSON
-        "cashuAWyJub3QiLCAiYSB0b2tlbiJd",  # JSON of the wrong shape
-    ],
-    ids=["empty", "wrong-prefix", "truncated-v4", "bad-cbor", "bad-json", "wrong-shape"],
-)
 def _token_with(mint_url: str, keyset_id: str, amount: int) -> str:
     """A well-formed V4 token whose proof is wrong in content, not in form."""
     from coincurve import PrivateKey
@@ -293,6 +281,18 @@ def test_a_token_wrong_in_content_is_refused_and_changes_nothing(
     assert bal(saga_context, wallet_id)["total"] == 0
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "cashuC" + "A" * 40,
+        "cashuBo2F0gaJhaUgArSaMTR9YJmFwgaNhYQFhc3hAOWE2ZGJiODQ3YmQy",  # truncated
+        "cashuB" + "////",  # not CBOR
+        "cashuAeyJ0b2tlbiI6W3s",  # truncated JSON
+        "cashuAWyJub3QiLCAiYSB0b2tlbiJd",  # JSON of the wrong shape
+    ],
+    ids=["empty", "wrong-prefix", "truncated-v4", "bad-cbor", "bad-json", "wrong-shape"],
+)
 def test_a_malformed_token_is_refused_and_changes_nothing(
     saga_context: SagaContext, mint_url: str, wallet_id: str, token: str
 ) -> None:
