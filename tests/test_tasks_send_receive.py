@@ -31,6 +31,7 @@ from nuts.models import ProofSpentState
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import decode_token
 from sagas.engine import SagaContext
+from sagas.proofs import balance as proofs_balance
 
 pytestmark = pytest.mark.mint
 TIMEOUT = 60
@@ -423,14 +424,21 @@ def test_the_prepared_age_comes_from_the_environment(monkeypatch: pytest.MonkeyP
 # --- a worker killed mid-swap -----------------------------------------------------------------
 
 
-def kill_during_swap(celery_worker, celery_client: Celery, proxy: SlowProxy, task: str, op_id: str):
-    """Send `task`, let the mint do the swap, and SIGKILL the worker before it hears back."""
-    proxy.hold("/v1/swap", 20.0)
+def kill_during_swap(
+    celery_worker,
+    celery_client: Celery,
+    proxy: SlowProxy,
+    task: str,
+    op_id: str,
+    path: str = "/v1/swap",
+):
+    """Send `task`, let the mint act on `path`, and SIGKILL the worker before it hears back."""
+    proxy.hold(path, 20.0)
     celery_client.send_task(task, kwargs={"operation_id": op_id})
-    assert proxy.answered.wait(TIMEOUT), "the swap never reached the mint"
+    assert proxy.answered.wait(TIMEOUT), f"{path} never reached the mint"
     celery_worker.kill_hard()
     proxy.release()
-    assert proxy.held == ["/v1/swap"]
+    assert proxy.held == [path]
 
 
 def recover(celery_worker, client: Celery, redis_url: str, op_id: str, until: str) -> None:
@@ -446,6 +454,30 @@ def recover(celery_worker, client: Celery, redis_url: str, op_id: str, until: st
         return op_state(client, op_id) == until
 
     assert wait_until(settled, timeout=TIMEOUT, every=1), op_state(client, op_id)
+
+
+def test_a_worker_killed_after_the_mint_signed_loses_nothing(
+    celery_worker,
+    celery_client: Celery,
+    proxy: SlowProxy,
+    alice: str,
+    saga_context: SagaContext,
+    redis_url: str,
+) -> None:
+    client, url = celery_client, proxy.url
+    op = call(client, "cashu.mint.prepare", wallet=alice, mint_url=url, amount=300)
+
+    kill_during_swap(
+        celery_worker, client, proxy, "cashu.mint.execute", op["id"], "/v1/mint/bolt11"
+    )
+
+    # The mint signed; we wrote the outputs ahead and never stored a proof.
+    assert db_state(saga_context, op["id"]) == "executing"
+    with saga_context.uow() as session:  # the worker is dead: ask the database itself
+        assert proofs_balance(session, alice)["total"] == 0
+    recover(celery_worker, client, redis_url, op["id"], until="finalized")
+    assert_balance(client, alice, spendable=300)
+    assert_mint_agrees(saga_context, url, alice)
 
 
 def test_a_worker_killed_mid_swap_on_send_loses_nothing(
