@@ -8,25 +8,27 @@ Every test ends on balances, ours and where it matters the mint's.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
-import httpx
 import pytest
 from mint_harness import RunningMint, make_invoice, make_invoice_without_amount
 from protocol_wallet import ProtocolWallet, swap_to
+from saga_helpers import (
+    bal,
+    execute_and_die_after,
+    fund,
+    losing,
+    mint_says_unspent,
+    no_lock,
+    register_mint,
+)
 from sqlalchemy import func, select
 
 from models import Operation, Proof, ProofState
 from nuts.client import MintClient
 from nuts.errors import MintRejectedError
-from nuts.models import MeltQuoteState, ProofSpentState
+from nuts.models import MeltQuoteState
 from sagas import melt as melt_saga
-from sagas import mint as mint_saga
 from sagas import mints as registry
 from sagas.engine import SagaContext
 from sagas.errors import (
@@ -35,36 +37,16 @@ from sagas.errors import (
     InvalidStateError,
     UntrustedMintError,
 )
-from sagas.proofs import balance, to_wire
+from sagas.proofs import to_wire
 from sagas.recovery import run_recovery
 
 pytestmark = pytest.mark.mint
-REPO = Path(__file__).resolve().parent.parent
 PENDING = {"FAKEWALLET_PAY_INVOICE_STATE": "PENDING"}
-
-
-def register(ctx: SagaContext, url: str) -> str:
-    with ctx.uow() as session:
-        return registry.add_mint(session, ctx.mint_client(url), url)["url"]
 
 
 @pytest.fixture
 def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
-    return register(saga_context, test_mint.url)
-
-
-def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
-    op = mint_saga.prepare(ctx, wallet, url, amount)
-    assert mint_saga.execute(ctx, op["id"])["state"] == "finalized"
-
-
-def bal(ctx: SagaContext, wallet: str) -> dict:
-    with ctx.uow() as session:
-        return balance(session, wallet)
-
-
-def no_lock(op_id: object) -> contextlib.nullcontext:
-    return contextlib.nullcontext()
+    return register_mint(saga_context, test_mint.url)
 
 
 def recover(ctx: SagaContext) -> dict:
@@ -115,35 +97,6 @@ def change_stored(ctx: SagaContext, op_id: str) -> int:
         data = op.data
     keep = data["input_amount"] - data["swap_fee"] - data["melt_input"] if data["needs_swap"] else 0
     return int(created) - keep
-
-
-def mint_says_unspent(ctx: SagaContext, wallet: str, url: str) -> bool:
-    with ctx.uow() as session:
-        ys = session.scalars(
-            select(Proof.y).where(Proof.wallet == wallet, Proof.state == ProofState.UNSPENT)
-        ).all()
-    return {s.state for s in ctx.mint_client(url).checkstate(list(ys))} <= {ProofSpentState.UNSPENT}
-
-
-class LoseResponse(httpx.BaseTransport):
-    def __init__(self, path: str) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.path = path
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        if request.url.path == self.path:
-            response.read()
-            raise httpx.ReadTimeout("response lost", request=request)
-        return response
-
-
-def losing(ctx: SagaContext, path: str) -> SagaContext:
-    clients: dict[str, MintClient] = {}
-    transport = LoseResponse(path)
-    return dataclasses.replace(
-        ctx, mint_client=lambda url: clients.setdefault(url, MintClient(url, transport=transport))
-    )
 
 
 def test_prepare_reports_every_fee_before_anything_moves(
@@ -202,7 +155,7 @@ def test_pending_then_settled_finalizes_with_the_change(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint(env_overrides=PENDING)
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     fund(saga_context, wallet_id, url, 300)
     op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
 
@@ -223,7 +176,7 @@ def test_pending_then_failed_rolls_back_and_restores_the_balance(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint(env_overrides=PENDING)
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     fund(saga_context, wallet_id, url, 300)
     op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
     melt_saga.execute(saga_context, op["id"])
@@ -248,7 +201,7 @@ def test_a_payment_that_fails_outright_rolls_back_with_nothing_reserved(
 ) -> None:
     failing = {"FAKEWALLET_PAY_INVOICE_STATE": "FAILED", "FAKEWALLET_PAYMENT_STATE": "FAILED"}
     mint = fresh_mint(env_overrides=failing)
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     fund(saga_context, wallet_id, url, 300)
     op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
 
@@ -280,51 +233,13 @@ def test_a_lost_melt_response_is_finalized_with_change_by_recovery(
     assert mint_says_unspent(saga_context, wallet_id, mint_url)
 
 
-KILL_AFTER_MELT = """
-import os, signal, sys
-from functools import partial
-import httpx
-sys.path.insert(0, "tests")
-from conftest import TEST_MNEMONIC
-from models.db import unit_of_work
-from nuts.client import MintClient
-from nuts.secrets import derive_wallet_seed
-from sagas import melt as melt_saga
-from sagas.engine import SagaContext
-
-class DieAfterMelt(httpx.HTTPTransport):
-    def handle_request(self, request):
-        response = super().handle_request(request)
-        if request.url.path == "/v1/melt/bolt11":
-            response.read()  # paid, change signed: we die before storing anything
-            os.kill(os.getpid(), signal.SIGKILL)
-        return response
-
-db, op_id = sys.argv[1], sys.argv[2]
-ctx = SagaContext(
-    uow=partial(unit_of_work, db),
-    mint_client=lambda url: MintClient(url, transport=DieAfterMelt()),
-    wallet_seed=lambda wallet: derive_wallet_seed(TEST_MNEMONIC, wallet),
-)
-melt_saga.execute(ctx, op_id)
-"""
-
-
 def test_a_process_killed_after_the_melt_request_left_loses_no_change(
     saga_context: SagaContext, database_url: str, mint_url: str, wallet_id: str
 ) -> None:
     fund(saga_context, wallet_id, mint_url, 300)
     op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
 
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_MELT, database_url, op["id"]],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == -9, proc.stderr
+    execute_and_die_after(database_url, "sagas.melt", op["id"], "/v1/melt/bolt11")
     recover(saga_context)
 
     with saga_context.uow() as session:
@@ -374,7 +289,7 @@ def test_an_untrusted_mint_gets_no_request(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint()
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     fund(saga_context, wallet_id, url, 200)
     with saga_context.uow() as session:
         registry.set_trusted(session, url, False)
@@ -432,7 +347,7 @@ def test_reclaim_takes_back_a_pending_melt_whose_quote_is_unpaid(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint(env_overrides=PENDING)
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     fund(saga_context, wallet_id, url, 300)
     op = melt_saga.prepare(saga_context, wallet_id, url, make_invoice(100))
     melt_saga.execute(saga_context, op["id"])

@@ -5,23 +5,26 @@ Every test ends on balances: ours (the proofs table) and the mint's (checkstate)
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 from mint_harness import RunningMint
 from protocol_wallet import ProtocolWallet, wait_until_paid
+from saga_helpers import (
+    bal,
+    execute_and_die_after,
+    losing,
+    mint_states_of_unspent,
+    no_lock,
+    register_mint,
+    with_transport,
+)
 from sqlalchemy import func, select
 
-from models import Operation, Proof, ProofState
-from nuts.client import MintClient
+from models import Operation
 from nuts.models import MintQuote, MintQuoteState, ProofSpentState
 from sagas import mint as mint_saga
 from sagas import mints as registry
@@ -33,67 +36,14 @@ from sagas.errors import (
     UnknownMintError,
     UntrustedMintError,
 )
-from sagas.proofs import balance
 from sagas.recovery import run_recovery
 
 pytestmark = pytest.mark.mint
-REPO = Path(__file__).resolve().parent.parent
-
-
-class LoseResponseTransport(httpx.BaseTransport):
-    """Forwards to the real mint, then drops its answer on one path: the mint acted, unheard."""
-
-    def __init__(self, path: str, *, before: bool = False) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.path = path
-        self.before = before  # True: fail before the request reaches the mint
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == self.path and self.before:
-            raise httpx.ConnectError("refused", request=request)
-        response = self.inner.handle_request(request)
-        if request.url.path == self.path:
-            response.read()
-            raise httpx.ReadTimeout("response lost", request=request)
-        return response
-
-
-def with_transport(ctx: SagaContext, transport: httpx.BaseTransport) -> SagaContext:
-    clients: dict[str, MintClient] = {}
-
-    def client(url: str) -> MintClient:
-        return clients.setdefault(url, MintClient(url, transport=transport))
-
-    return dataclasses.replace(ctx, mint_client=client)
-
-
-def register(ctx: SagaContext, url: str, trusted: bool = True) -> str:
-    with ctx.uow() as session:
-        return registry.add_mint(session, ctx.mint_client(url), url, trusted)["url"]
 
 
 @pytest.fixture
 def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
-    return register(saga_context, test_mint.url)
-
-
-def no_lock(op_id: object) -> Callable[[], object]:
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def our_balance(ctx: SagaContext, wallet: str) -> dict:
-    with ctx.uow() as session:
-        return balance(session, wallet)
-
-
-def mint_view_of_our_proofs(ctx: SagaContext, wallet: str, url: str) -> set[ProofSpentState]:
-    with ctx.uow() as session:
-        ys = session.scalars(
-            select(Proof.y).where(Proof.wallet == wallet, Proof.state == ProofState.UNSPENT)
-        ).all()
-    return {s.state for s in ctx.mint_client(url).checkstate(list(ys))}
+    return register_mint(saga_context, test_mint.url)
 
 
 def test_prepare_then_execute_mints_the_amount(
@@ -104,8 +54,8 @@ def test_prepare_then_execute_mints_the_amount(
 
     assert prepared["state"] == "pending" and prepared["request"].startswith("lnbc")
     assert done["state"] == "finalized" and done["error"] is None
-    assert our_balance(saga_context, wallet_id)["spendable"] == 1000
-    assert mint_view_of_our_proofs(saga_context, wallet_id, mint_url) == {ProofSpentState.UNSPENT}
+    assert bal(saga_context, wallet_id)["spendable"] == 1000
+    assert mint_states_of_unspent(saga_context, wallet_id, mint_url) == {ProofSpentState.UNSPENT}
 
 
 def test_refresh_issues_a_paid_quote(
@@ -116,7 +66,7 @@ def test_refresh_issues_a_paid_quote(
     refreshed = mint_saga.refresh(saga_context, prepared["id"])
 
     assert refreshed["state"] == "finalized"
-    assert our_balance(saga_context, wallet_id)["spendable"] == 64
+    assert bal(saga_context, wallet_id)["spendable"] == 64
 
 
 @pytest.mark.parametrize("amount", [0, -5, 1.5, True, "100", 10**20])
@@ -139,7 +89,7 @@ def test_an_untrusted_mint_is_never_contacted(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint()
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     prepared = mint_saga.prepare(saga_context, wallet_id, url, 10)
     with saga_context.uow() as session:
         registry.set_trusted(session, url, False)
@@ -157,14 +107,14 @@ def test_an_untrusted_mint_is_never_contacted(
     with saga_context.uow() as session:
         op = session.get(Operation, prepared["id"])
         assert op is not None and (op.state, op.error_code) == ("pending", None)
-    assert our_balance(saga_context, wallet_id)["total"] == 0
+    assert bal(saga_context, wallet_id)["total"] == 0
 
 
 def test_a_lost_mint_response_is_finalized_by_restore(
     saga_context: SagaContext, mint_url: str, wallet_id: str
 ) -> None:
     prepared = mint_saga.prepare(saga_context, wallet_id, mint_url, 100)
-    faulty = with_transport(saga_context, LoseResponseTransport("/v1/mint/bolt11"))
+    faulty = losing(saga_context, "/v1/mint/bolt11")
 
     after_fault = mint_saga.execute(faulty, prepared["id"])
     recovered = mint_saga.refresh(saga_context, prepared["id"])
@@ -172,15 +122,15 @@ def test_a_lost_mint_response_is_finalized_by_restore(
     assert after_fault["state"] == "executing"
     assert after_fault["error"]["code"] == "MINT_TIMEOUT"
     assert recovered["state"] == "finalized" and recovered["error"] is None
-    assert our_balance(saga_context, wallet_id)["spendable"] == 100
-    assert mint_view_of_our_proofs(saga_context, wallet_id, mint_url) == {ProofSpentState.UNSPENT}
+    assert bal(saga_context, wallet_id)["spendable"] == 100
+    assert mint_states_of_unspent(saga_context, wallet_id, mint_url) == {ProofSpentState.UNSPENT}
 
 
 def test_an_issued_quote_whose_outputs_do_not_restore_stays_open_as_critical(
     saga_context: SagaContext, mint_url: str, wallet_id: str
 ) -> None:
     prepared = mint_saga.prepare(saga_context, wallet_id, mint_url, 100)
-    faulty = with_transport(saga_context, LoseResponseTransport("/v1/mint/bolt11"))
+    faulty = losing(saga_context, "/v1/mint/bolt11")
     mint_saga.execute(faulty, prepared["id"])
 
     class EmptyRestore(httpx.BaseTransport):
@@ -194,10 +144,10 @@ def test_an_issued_quote_whose_outputs_do_not_restore_stays_open_as_critical(
     assert result["state"] == "executing"
     assert result["error"]["code"] == "PROOFS_NOT_RECOVERED"
     assert result["error"]["severity"] == "CRITICAL"
-    assert our_balance(saga_context, wallet_id)["total"] == 0
+    assert bal(saga_context, wallet_id)["total"] == 0
     # The mint still holds our signatures: a later pass with a healthy mint finishes.
     assert mint_saga.refresh(saga_context, prepared["id"])["state"] == "finalized"
-    assert our_balance(saga_context, wallet_id)["spendable"] == 100
+    assert bal(saga_context, wallet_id)["spendable"] == 100
 
 
 def test_twenty_concurrent_imports_of_one_quote_make_one_operation(
@@ -243,7 +193,7 @@ def test_two_concurrent_executes_mint_once(
         t.join(timeout=60)
 
     assert any(isinstance(r, dict) and r["state"] == "finalized" for r in results), results
-    assert our_balance(saga_context, wallet_id)["spendable"] == 50
+    assert bal(saga_context, wallet_id)["spendable"] == 50
 
 
 def test_importing_an_issued_quote_we_hold_no_outputs_for_is_refused(
@@ -267,7 +217,7 @@ def test_importing_a_quote_another_wallet_holds_is_refused(
 
     with pytest.raises(InvalidStateError):
         mint_saga.import_quote(saga_context, wallet_id, mint_url, other["quote_id"])
-    assert our_balance(saga_context, wallet_id)["total"] == 0
+    assert bal(saga_context, wallet_id)["total"] == 0
 
 
 def test_a_stale_unpaid_check_cannot_overwrite_a_newer_state(
@@ -280,30 +230,30 @@ def test_a_stale_unpaid_check_cannot_overwrite_a_newer_state(
     result = mint_saga._settle_from_quote(saga_context, prepared["id"], "pending", stale)
 
     assert result["state"] == "finalized"
-    assert our_balance(saga_context, wallet_id)["spendable"] == 16
+    assert bal(saga_context, wallet_id)["spendable"] == 16
 
 
 def test_an_expired_unpaid_quote_fails_instead_of_polling_forever(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint(env_overrides={"FAKEWALLET_BRR": "FALSE", "MINT_QUOTE_TTL": "1"})
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     prepared = mint_saga.prepare(saga_context, wallet_id, url, 10)
     time.sleep(2)
 
     result = mint_saga.refresh(saga_context, prepared["id"])
 
     assert result["state"] == "failed" and result["error"]["code"] == "QUOTE_EXPIRED"
-    assert our_balance(saga_context, wallet_id)["total"] == 0
+    assert bal(saga_context, wallet_id)["total"] == 0
 
 
 def test_recovery_sees_an_executing_operation_again_once_it_drops_to_pending(
     saga_context: SagaContext, fresh_mint: Callable[..., RunningMint], wallet_id: str
 ) -> None:
     mint = fresh_mint(env_overrides={"FAKEWALLET_BRR": "FALSE"})
-    url = register(saga_context, mint.url)
+    url = register_mint(saga_context, mint.url)
     prepared = mint_saga.prepare(saga_context, wallet_id, url, 10)
-    refused = with_transport(saga_context, LoseResponseTransport("/v1/mint/bolt11", before=True))
+    refused = losing(saga_context, "/v1/mint/bolt11", before=True)
     assert mint_saga.execute(refused, prepared["id"])["state"] == "executing"
 
     visits: list[object] = []
@@ -319,37 +269,7 @@ def test_recovery_sees_an_executing_operation_again_once_it_drops_to_pending(
     with saga_context.uow() as session:
         op = session.get(Operation, prepared["id"])
         assert op is not None and op.state == "pending" and op.data["outputs"]
-    assert our_balance(saga_context, wallet_id)["total"] == 0
-
-
-KILL_AFTER_MINT = """
-import os, signal, sys
-from functools import partial
-import httpx
-sys.path.insert(0, "tests")
-from conftest import TEST_MNEMONIC
-from models.db import unit_of_work
-from nuts.client import MintClient
-from nuts.secrets import derive_wallet_seed
-from sagas import mint as mint_saga
-from sagas.engine import SagaContext
-
-class DieAfterMint(httpx.HTTPTransport):
-    def handle_request(self, request):
-        response = super().handle_request(request)
-        if request.url.path == "/v1/mint/bolt11":
-            response.read()  # the mint has signed; we die before storing anything
-            os.kill(os.getpid(), signal.SIGKILL)
-        return response
-
-db, op_id = sys.argv[1], sys.argv[2]
-ctx = SagaContext(
-    uow=partial(unit_of_work, db),
-    mint_client=lambda url: MintClient(url, transport=DieAfterMint()),
-    wallet_seed=lambda wallet: derive_wallet_seed(TEST_MNEMONIC, wallet),
-)
-mint_saga.execute(ctx, op_id)
-"""
+    assert bal(saga_context, wallet_id)["total"] == 0
 
 
 def test_a_process_killed_after_the_mint_signed_loses_nothing(
@@ -357,22 +277,14 @@ def test_a_process_killed_after_the_mint_signed_loses_nothing(
 ) -> None:
     prepared = mint_saga.prepare(saga_context, wallet_id, mint_url, 300)
 
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_MINT, database_url, prepared["id"]],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == -9, proc.stderr
+    execute_and_die_after(database_url, "sagas.mint", prepared["id"], "/v1/mint/bolt11")
     with saga_context.uow() as session:
         op = session.get(Operation, prepared["id"])
         assert op is not None and op.state == "executing"
-    assert our_balance(saga_context, wallet_id)["total"] == 0
+    assert bal(saga_context, wallet_id)["total"] == 0
 
     counts = run_recovery(saga_context, lock=no_lock, kinds={"mint"})
 
     assert counts["recovered"] >= 1
-    assert our_balance(saga_context, wallet_id)["spendable"] == 300
-    assert mint_view_of_our_proofs(saga_context, wallet_id, mint_url) == {ProofSpentState.UNSPENT}
+    assert bal(saga_context, wallet_id)["spendable"] == 300
+    assert mint_states_of_unspent(saga_context, wallet_id, mint_url) == {ProofSpentState.UNSPENT}

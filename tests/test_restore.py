@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import pytest
 from mint_harness import RunningMint
+from saga_helpers import bal, fund, register_mint
 from sqlalchemy import delete, select, update
 
 from models import KeysetCounter, Operation, Proof, ProofState
-from sagas import mint as mint_saga
-from sagas import mints as registry
 from sagas import restore as restore_saga
 from sagas import send as send_saga
 from sagas.counters import next_counter
 from sagas.engine import SagaContext
-from sagas.proofs import balance
 
 pytestmark = pytest.mark.mint
 
 
 @pytest.fixture
 def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
-    with saga_context.uow() as session:
-        return registry.add_mint(session, saga_context.mint_client(test_mint.url), test_mint.url)[
-            "url"
-        ]
-
-
-def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
-    op = mint_saga.prepare(ctx, wallet, url, amount)
-    assert mint_saga.execute(ctx, op["id"])["state"] == "finalized"
-
-
-def bal(ctx: SagaContext, wallet: str) -> dict:
-    with ctx.uow() as session:
-        return balance(session, wallet)
+    return register_mint(saga_context, test_mint.url)
 
 
 def counters_of(ctx: SagaContext, wallet: str) -> dict[str, int]:

@@ -6,23 +6,19 @@ mint's view where it matters.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
 
-import httpx
 import pytest
 from mint_harness import RunningMint
 from nutshell_wallet import nutshell_mint_and_send, nutshell_p2pk_lock_and_send, nutshell_receive
+from saga_helpers import bal, fund, losing, mint_says_unspent, no_lock, register_mint
 from sqlalchemy import func, select
 
-from models import Operation, Proof, ProofState
-from nuts.client import MintClient
+from models import Operation
 from nuts.errors import InvalidTokenError
-from nuts.models import ProofSpentState
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import decode_token
-from sagas import mint as mint_saga
 from sagas import mints as registry
 from sagas import receive as receive_saga
 from sagas import send as send_saga
@@ -33,65 +29,14 @@ from sagas.errors import (
     TokenLockedError,
     UnknownMintError,
 )
-from sagas.proofs import balance
 from sagas.recovery import run_recovery
 
 pytestmark = pytest.mark.mint
 
 
-class LoseResponse(httpx.BaseTransport):
-    """The mint acts on one path, and its answer is lost."""
-
-    def __init__(self, path: str) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.path = path
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        if request.url.path == self.path:
-            response.read()
-            raise httpx.ReadTimeout("response lost", request=request)
-        return response
-
-
-def faulty(ctx: SagaContext, path: str) -> SagaContext:
-    clients: dict[str, MintClient] = {}
-    transport = LoseResponse(path)
-    return dataclasses.replace(
-        ctx, mint_client=lambda url: clients.setdefault(url, MintClient(url, transport=transport))
-    )
-
-
 @pytest.fixture
 def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
-    with saga_context.uow() as session:
-        return registry.add_mint(session, saga_context.mint_client(test_mint.url), test_mint.url)[
-            "url"
-        ]
-
-
-def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
-    op = mint_saga.prepare(ctx, wallet, url, amount)
-    assert mint_saga.execute(ctx, op["id"])["state"] == "finalized"
-
-
-def bal(ctx: SagaContext, wallet: str) -> dict:
-    with ctx.uow() as session:
-        return balance(session, wallet)
-
-
-def no_lock(op_id: object):
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def mint_says_unspent(ctx: SagaContext, wallet: str, url: str) -> bool:
-    with ctx.uow() as session:
-        ys = session.scalars(
-            select(Proof.y).where(Proof.wallet == wallet, Proof.state == ProofState.UNSPENT)
-        ).all()
-    return {s.state for s in ctx.mint_client(url).checkstate(list(ys))} <= {ProofSpentState.UNSPENT}
+    return register_mint(saga_context, test_mint.url)
 
 
 def test_send_then_receive_moves_the_amount_exactly_fees_included(
@@ -358,7 +303,7 @@ def test_a_lost_swap_response_on_send_is_settled_by_recovery(
     fund(saga_context, wallet_id, mint_url, 100)
     op = send_saga.prepare(saga_context, wallet_id, mint_url, 30)
 
-    stuck = send_saga.execute(faulty(saga_context, "/v1/swap"), op["id"])
+    stuck = send_saga.execute(losing(saga_context, "/v1/swap"), op["id"])
     run_recovery(saga_context, lock=no_lock, kinds={"send"}, states={"executing"})
 
     with saga_context.uow() as session:
@@ -381,7 +326,7 @@ def test_a_lost_swap_response_on_receive_is_settled_by_recovery(
     token = nutshell_mint_and_send(mint_url, 64, 40, version=4)
     prepared = receive_saga.prepare(saga_context, wallet_id, token)
 
-    stuck = receive_saga.execute(faulty(saga_context, "/v1/swap"), prepared["id"])
+    stuck = receive_saga.execute(losing(saga_context, "/v1/swap"), prepared["id"])
     run_recovery(saga_context, lock=no_lock, kinds={"receive"})
 
     assert stuck["state"] == "executing"
