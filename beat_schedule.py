@@ -23,10 +23,8 @@ and a lease, so overlapping ticks never do the same work twice.
                     CASHU_PREPARED_MAX_AGE_SECONDS (default 86400: 24 h)
   relay-events      cashu.events.relay            CASHU_RELAY_EVENTS_SECONDS, 2 s
                     publish committed events to the stream and to notify tasks
-
-Still to come:
-  - cashu.beat.refresh_keysets     refresh trusted mints' keysets
-                                   (interval: CASHU_REFRESH_KEYSETS_SECONDS, default 1 h)
+  refresh-keysets   cashu.beat.refresh_keysets    CASHU_REFRESH_KEYSETS_SECONDS, 3600 s
+                    re-fetch and re-verify trusted mints' keysets (rotations, fees)
 """
 
 from __future__ import annotations
@@ -62,6 +60,8 @@ def make_beat_schedule(settings: Settings | None = None) -> dict[str, dict[str, 
         "recovery-sweep": _entry("cashu.recovery.run", settings.recovery_seconds),
         # prepared operations older than CASHU_PREPARED_MAX_AGE_SECONDS: cancelled
         "cancel-stale": _entry("cashu.beat.cancel_stale", settings.recovery_seconds),
+        # trusted mints' keysets: rotations and fee changes (counters are never touched)
+        "refresh-keysets": _entry("cashu.beat.refresh_keysets", settings.refresh_keysets_seconds),
         # publish committed events to the stream and to notify tasks
         "relay-events": _entry("cashu.events.relay", settings.relay_events_seconds),
     }

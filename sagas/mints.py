@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session
 from models import Keyset as KeysetRow
 from models import Mint
 from nuts.client import MintClient, normalize_mint_url
+from nuts.errors import CashuError
 from nuts.keysets import Keyset, fetch_keysets
 from nuts.models import KeysetInfo, KeysetKeys
+from sagas.engine import SagaContext
 from sagas.errors import UnknownMintError, UnsupportedUnitError, UntrustedMintError
 
 
@@ -78,6 +80,24 @@ def sync_keysets(session: Session, client: MintClient, url: str) -> dict[str, Ke
             .on_conflict_do_update(index_elements=["mint_url", "id"], set_=values)
         )
     return keysets
+
+
+def refresh_all_keysets(ctx: SagaContext) -> dict[str, Any]:
+    """Re-sync the keysets of every trusted mint (rotations, fee changes); counters untouched.
+
+    One mint failing does not stop the others; it is reported and tried next time.
+    """
+    with ctx.uow() as session:
+        urls = list(session.scalars(select(Mint.url).where(Mint.trusted).order_by(Mint.url)))
+    refreshed, failed = [], {}
+    for url in urls:
+        try:
+            with ctx.uow() as session:
+                sync_keysets(session, ctx.mint_client(url), url)
+            refreshed.append(url)
+        except (CashuError, ValueError) as exc:
+            failed[url] = str(exc)
+    return {"refreshed": refreshed, "failed": failed}
 
 
 def get_mint(session: Session, url: str) -> dict:

@@ -26,3 +26,9 @@ def set_trusted(url: str, trusted: bool) -> dict[str, Any]:
 def list_mints() -> dict[str, Any]:
     with saga_context().uow() as session:
         return {"mints": mints.list_mints(session)}
+
+
+@app.task(name="cashu.beat.refresh_keysets")
+def refresh_keysets() -> dict[str, Any]:
+    """Keysets of every trusted mint, re-fetched and re-verified: {"refreshed", "failed"}."""
+    return mints.refresh_all_keysets(saga_context())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from mint_harness import RunningMint
 from saga_helpers import bal, fund, register_mint
@@ -141,3 +143,27 @@ def test_check_proofs_of_a_consistent_wallet_reports_nothing(
         states = set(session.scalars(select(Proof.state).where(Proof.wallet == wallet_id)))
     assert states == {ProofState.UNSPENT}
     assert bal(saga_context, wallet_id)["spendable"] == 100
+
+
+def test_refreshing_keysets_touches_no_counter_and_skips_untrusted_mints(
+    saga_context: SagaContext,
+    mint_url: str,
+    wallet_id: str,
+    fresh_mint: Callable[..., RunningMint],
+) -> None:
+    from sagas.mints import refresh_all_keysets, set_trusted
+
+    fund(saga_context, wallet_id, mint_url, 40)
+    counters = counters_of(saga_context, wallet_id)
+    other = fresh_mint()
+    other_url = register_mint(saga_context, other.url)
+    with saga_context.uow() as session:
+        set_trusted(session, other_url, False)
+    other.stop()  # contacting it would now fail, and show up under "failed"
+
+    report = refresh_all_keysets(saga_context)
+
+    assert mint_url in report["refreshed"]
+    assert other_url not in report["refreshed"] and other_url not in report["failed"]
+    assert counters_of(saga_context, wallet_id) == counters
+    assert bal(saga_context, wallet_id)["spendable"] == 40
