@@ -119,11 +119,20 @@ async def op_derive_secrets(req):
     return {"secrets": out}
 
 
+async def op_restore(req):
+    """Nutshell restores a wallet from a mnemonic (NUT-09/13) and reports its balance."""
+    wallet = await _wallet(req["mint_url"], req["mnemonic"])
+    await wallet.restore_wallet_from_mnemonic(req["mnemonic"], to=3, batch=100)
+    await wallet.load_proofs(reload=True)
+    return {"balance": _balance(wallet)}
+
+
 OPS = {
     "receive": op_receive,
     "mint_and_send": op_mint_and_send,
     "p2pk_lock_and_send": op_p2pk_lock_and_send,
     "derive_secrets": op_derive_secrets,
+    "restore": op_restore,
 }
 
 

@@ -136,3 +136,9 @@ def nutshell_p2pk_lock_and_send(
         }
     )
     return result["token"]
+
+
+def nutshell_restore(mint_url: str, mnemonic: str) -> int:
+    """A fresh Nutshell wallet restores from `mnemonic` (NUT-09/13); returns its balance."""
+    result = _run({"op": "restore", "mint_url": mint_url, "mnemonic": mnemonic})
+    return int(result["balance"])

@@ -167,3 +167,23 @@ def test_refreshing_keysets_touches_no_counter_and_skips_untrusted_mints(
     assert other_url not in report["refreshed"] and other_url not in report["failed"]
     assert counters_of(saga_context, wallet_id) == counters
     assert bal(saga_context, wallet_id)["spendable"] == 40
+
+
+def test_nutshell_restores_the_same_balance_from_a_wallets_derived_mnemonic(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    from conftest import TEST_MNEMONIC
+    from nutshell_wallet import nutshell_restore
+
+    from nuts.secrets import derive_wallet_mnemonic
+
+    fund(saga_context, wallet_id, mint_url, 300)
+    op = send_saga.prepare(saga_context, wallet_id, mint_url, 77)
+    send_saga.execute(saga_context, op["id"])
+    send_saga.rollback(saga_context, op["id"])  # reclaimed: swaps on both sides
+    ours = bal(saga_context, wallet_id)
+
+    theirs = nutshell_restore(mint_url, derive_wallet_mnemonic(TEST_MNEMONIC, wallet_id))
+
+    assert ours["pending"] == ours["reserved"] == 0
+    assert theirs == ours["spendable"]
