@@ -143,3 +143,56 @@ def celery_worker(database_url: str, redis_url: str):
 def celery_client(celery_worker):
     """A Celery app configured like the worker (same broker and backend) for send_task."""
     return celery_worker.client
+
+
+# ---------------------------------------------------------------- Celery task tests (test_tasks_*)
+
+
+@pytest.fixture
+def wallet() -> str:
+    """A wallet name of its own for a task test."""
+    from task_helpers import new_wallet_name
+
+    return new_wallet_name("tw")
+
+
+@pytest.fixture
+def alice() -> str:
+    from task_helpers import new_wallet_name
+
+    return new_wallet_name("a")
+
+
+@pytest.fixture
+def bob() -> str:
+    from task_helpers import new_wallet_name
+
+    return new_wallet_name("b")
+
+
+@pytest.fixture
+def mint_url(celery_client, test_mint: RunningMint) -> str:
+    """The session's test mint, registered (and trusted) through cashu.mints.add."""
+    from task_helpers import call
+
+    view = call(celery_client, "cashu.mints.add", url=test_mint.url)
+    assert view["trusted"] is True
+    return view["url"]
+
+
+@pytest.fixture
+def proxy(celery_client, test_mint: RunningMint) -> Iterator:
+    """The test mint behind a slow proxy (tests/slow_proxy.py), registered (and trusted)
+    under the proxy's URL."""
+    from slow_proxy import SlowProxy
+    from task_helpers import call
+
+    slow = SlowProxy(test_mint.url).start()
+    url = call(celery_client, "cashu.mints.add", url=slow.url)["url"]
+    try:
+        yield slow
+    finally:
+        slow.release()
+        # the proxy's URL dies with it: never contact it again
+        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
+        slow.stop()

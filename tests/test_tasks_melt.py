@@ -16,19 +16,32 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis
 from celery import Celery
 from mint_harness import RunningMint, make_invoice
 from slow_proxy import SlowProxy
 from sqlalchemy import func, select
+from task_helpers import (
+    assert_balance,
+    assert_mint_agrees,
+    balance,
+    call,
+    db_state,
+    fund,
+    kill_worker_while_held,
+    mint_states,
+    op_data,
+    op_view,
+    outcomes_at_once,
+    raises,
+    restart_killed_worker,
+)
 
-from models import Operation, Proof, ProofState
+from models import Proof, ProofState
 from nuts.client import MintClient
 from nuts.models import MeltQuoteState, ProofSpentState
 from sagas.engine import SagaContext
 
 pytestmark = pytest.mark.mint
-TIMEOUT = 60
 ROUTING_FEE = 1  # the FakeWallet pays every invoice with a 1 sat routing fee (TEST-MINT.md)
 # melts come back PENDING, and stay so when checked until a restart says otherwise
 PENDING = {"FAKEWALLET_PAY_INVOICE_STATE": "PENDING", "FAKEWALLET_PAYMENT_STATE": "PENDING"}
@@ -39,42 +52,8 @@ MELT_PATH = "/v1/melt/bolt11"
 # --- calling the worker ----------------------------------------------------------------------
 
 
-def call(client: Celery, name: str, **kwargs: object):
-    return client.send_task(name, kwargs=kwargs).get(timeout=TIMEOUT)
-
-
-def raises(client: Celery, name: str, **kwargs: object) -> Exception:
-    """The typed error the task raised (its class name is what a caller matches on)."""
-    with pytest.raises(Exception) as caught:
-        call(client, name, **kwargs)
-    return caught.value
-
-
-def op_view(client: Celery, operation_id: str) -> dict:
-    return call(client, "cashu.ops.get", operation_id=operation_id)
-
-
-def fund(client: Celery, wallet: str, mint_url: str, amount: int) -> None:
-    op = call(client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=amount)
-    assert call(client, "cashu.mint.execute", operation_id=op["id"])["state"] == "finalized"
-
-
 def prepare(client: Celery, wallet: str, mint_url: str, invoice: str) -> dict:
     return call(client, "cashu.melt.prepare", wallet=wallet, mint_url=mint_url, invoice=invoice)
-
-
-def assert_balance(
-    client: Celery, wallet: str, *, spendable: int, pending: int = 0, reserved: int = 0
-) -> None:
-    bal = call(client, "cashu.wallet.balance", wallet=wallet)
-    assert (bal["spendable"], bal["pending"], bal["reserved"]) == (spendable, pending, reserved), (
-        bal
-    )
-    assert bal["total"] == spendable + pending + reserved, bal
-
-
-def total(client: Celery, wallet: str) -> int:
-    return call(client, "cashu.wallet.balance", wallet=wallet)["total"]
 
 
 def poll_until_settled(client: Celery, op_id: str, task: str = "cashu.beat.poll_melts") -> dict:
@@ -96,13 +75,6 @@ def poll_until_settled(client: Celery, op_id: str, task: str = "cashu.beat.poll_
 # --- reading our database and the mint -------------------------------------------------------
 
 
-def op_data(ctx: SagaContext, op_id: str) -> dict:
-    with ctx.uow() as session:
-        op = session.get(Operation, uuid.UUID(op_id))
-        assert op is not None
-        return dict(op.data)
-
-
 def keep_of(data: dict) -> int:
     """What a pre-swap gave back to the wallet (0 without one)."""
     if not data["needs_swap"]:
@@ -121,30 +93,6 @@ def change_stored(ctx: SagaContext, op_id: str) -> int:
     return int(created) - keep_of(op_data(ctx, op_id))
 
 
-def mint_states(ctx: SagaContext, mint_url: str, **where: object) -> dict[str, ProofSpentState]:
-    """What the mint says of the proofs matching `where` (Proof columns), by Y."""
-    with ctx.uow() as session:
-        stmt = select(Proof.y)
-        for column, value in where.items():
-            stmt = stmt.where(getattr(Proof, column) == value)
-        ys = list(session.scalars(stmt))
-    assert ys, where
-    with MintClient(mint_url) as mint:
-        return {s.Y: s.state for s in mint.checkstate(ys)}
-
-
-def assert_mint_agrees(ctx: SagaContext, mint_url: str, wallet: str) -> None:
-    """Every proof we hold unspent (or reserved, or pending) is unspent at the mint."""
-    for state in (ProofState.UNSPENT, ProofState.RESERVED, ProofState.PENDING):
-        with ctx.uow() as session:
-            held = session.scalar(
-                select(Proof.id).where(Proof.wallet == wallet, Proof.state == state).limit(1)
-            )
-        if held is not None:
-            states = mint_states(ctx, mint_url, wallet=wallet, state=state)
-            assert set(states.values()) == {ProofSpentState.UNSPENT}, (state, states)
-
-
 def quote_state(mint_url: str, quote_id: str) -> MeltQuoteState:
     with MintClient(mint_url) as mint:
         return mint.check_melt_quote(quote_id).state
@@ -155,16 +103,6 @@ def melt_ops(client: Celery, wallet: str) -> list[dict]:
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def wallet() -> str:
-    return f"mw-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def mint_url(celery_client: Celery, test_mint: RunningMint) -> str:
-    return call(celery_client, "cashu.mints.add", url=test_mint.url)["url"]
 
 
 @pytest.fixture
@@ -184,20 +122,6 @@ def own_mint(
     yield factory
     for url in urls:
         call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
-
-
-@pytest.fixture
-def proxy(celery_client: Celery, test_mint: RunningMint) -> Iterator[SlowProxy]:
-    """The test mint behind a slow proxy, registered (and trusted) under the proxy's URL."""
-    slow = SlowProxy(test_mint.url).start()
-    url = call(celery_client, "cashu.mints.add", url=slow.url)["url"]
-    try:
-        yield slow
-    finally:
-        slow.release()
-        # the proxy's URL dies with it: never contact it again
-        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
-        slow.stop()
 
 
 # --- 1. paid at once -------------------------------------------------------------------------
@@ -230,7 +154,7 @@ def test_prepare_reports_every_fee_then_execute_pays_at_once_with_change(
     assert paid["change_amount"] > 0
     assert paid["change_amount"] == change_stored(saga_context, paid["id"])
     assert paid["effective_fee"] == prepared["swap_fee"] + prepared["input_fee"] + ROUTING_FEE
-    assert total(client, wallet) == 300 - 100 - paid["effective_fee"]
+    assert balance(client, wallet)["total"] == 300 - 100 - paid["effective_fee"]
     assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
     assert quote_state(mint_url, prepared["quote_id"]) == MeltQuoteState.PAID
     assert_mint_agrees(saga_context, mint_url, wallet)
@@ -325,15 +249,7 @@ def test_two_concurrent_executes_of_one_melt_pay_once(
     op = prepare(client, wallet, url, make_invoice(100))
     proxy.hold(MELT_PATH, 2.0)  # the melt lasts 2 s: the executes overlap
 
-    results = [
-        client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]}) for _ in range(2)
-    ]
-    outcomes = []
-    for result in results:
-        try:
-            outcomes.append(result.get(timeout=TIMEOUT)["state"])
-        except Exception as exc:
-            outcomes.append(type(exc).__name__)
+    outcomes = outcomes_at_once(client, "cashu.melt.execute", op["id"])
     proxy.release()
 
     assert sorted(outcomes) == ["OperationInProgressError", "finalized"], outcomes
@@ -504,12 +420,6 @@ def test_cancel_releases_a_prepared_melt_and_get_by_quote_finds_it(
 # --- 10. a worker SIGKILLed after the melt request left -----------------------------------------
 
 
-def drop_dead_workers_lock(redis_url: str, operation_id: str) -> None:
-    """A SIGKILLed worker leaves its operation lock until the lock's timeout (6 min): a
-    caller or the beat gets OperationInProgressError meanwhile. Let it lapse now."""
-    assert redis.Redis.from_url(redis_url).delete(f"cashu:lock:op:{operation_id}") == 1
-
-
 def test_a_worker_killed_after_the_melt_request_left_loses_no_change(
     celery_worker,
     celery_client: Celery,
@@ -522,30 +432,19 @@ def test_a_worker_killed_after_the_melt_request_left_loses_no_change(
     fund(client, wallet, url, 300)
     op = prepare(client, wallet, url, make_invoice(100))
 
-    proxy.hold(MELT_PATH, 20.0)
-    client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]})
-    assert proxy.answered.wait(TIMEOUT), "the melt never reached the mint"
-    celery_worker.kill_hard()  # the mint has paid; its PAID answer is still in the proxy
-    proxy.release()
-    assert proxy.held == [MELT_PATH]
+    # the mint pays; its PAID answer is still in the proxy when the worker dies
+    kill_worker_while_held(celery_worker, client, proxy, "cashu.melt.execute", op["id"], MELT_PATH)
 
     # We wrote ahead and never heard back: executing, the melt inputs spent at the mint.
     assert op_data(saga_context, op["id"])["phase"] == "melt"
-    with saga_context.uow() as session:  # no worker to ask right now: the database
-        dead = session.get(Operation, uuid.UUID(op["id"]))
-        assert dead is not None and dead.state == "executing"
+    assert db_state(saga_context, op["id"]) == "executing"  # no worker to ask: the database
     melt_inputs = mint_states(
         saga_context, url, used_by=uuid.UUID(op["id"]), state=ProofState.RESERVED
     )
     assert set(melt_inputs.values()) == {ProofSpentState.SPENT}
     assert quote_state(url, op["quote_id"]) == MeltQuoteState.PAID
 
-    celery_worker.restart()
-    # The dead worker's lock still holds the operation: recovery skips it, nothing moves.
-    counts = call(client, "cashu.recovery.run")
-    assert counts["skipped"] >= 1 or op_view(client, op["id"])["state"] == "executing", counts
-    assert op_view(client, op["id"])["state"] == "executing"
-    drop_dead_workers_lock(redis_url, op["id"])
+    restart_killed_worker(celery_worker, client, redis_url, op["id"])
     done = poll_until_settled(client, op["id"], task="cashu.recovery.run")
 
     assert done["state"] == "finalized", done

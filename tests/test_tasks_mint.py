@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from mint_harness import RunningMint
 from sqlalchemy import select
+from task_helpers import (
+    TIMEOUT,
+    assert_balance,
+    call,
+    fund,
+    op_state,
+    outcomes_at_once,
+    raises,
+)
 
 from models import Proof, ProofState
 from nuts.client import MintClient
@@ -27,42 +35,6 @@ from sagas.engine import SagaContext
 
 pytestmark = pytest.mark.mint
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 60
-
-
-def call(client: Celery, name: str, **kwargs: object):
-    return client.send_task(name, kwargs=kwargs).get(timeout=TIMEOUT)
-
-
-@pytest.fixture
-def wallet() -> str:
-    return f"tw-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def mint_url(celery_client: Celery, test_mint: RunningMint) -> str:
-    view = call(celery_client, "cashu.mints.add", url=test_mint.url)
-    assert view["trusted"] is True
-    return view["url"]
-
-
-def mint_ecash(client: Celery, wallet: str, mint_url: str, amount: int, **kwargs: object) -> dict:
-    op = call(
-        client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=amount, **kwargs
-    )
-    assert op["state"] == "pending", op
-    op = call(client, "cashu.mint.execute", operation_id=op["id"])
-    assert op["state"] == "finalized", op
-    return op
-
-
-def assert_balance(client: Celery, wallet: str, mint_url: str, spendable: int) -> None:
-    bal = call(client, "cashu.wallet.balance", wallet=wallet)
-    assert bal["spendable"] == spendable, bal
-    assert bal["reserved"] == 0 and bal["pending"] == 0, bal
-    assert bal["total"] == spendable, bal
-    if spendable:
-        assert bal["by_mint"][mint_url]["spendable"] == spendable, bal
 
 
 def assert_mint_says_unspent(ctx: SagaContext, wallet: str, mint_url: str, amount: int) -> None:
@@ -98,7 +70,7 @@ def stream_events(redis_url: str, operation_id: str, want: int, timeout: float =
 def test_mint_flow_through_tasks(
     celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext, redis_url: str
 ) -> None:
-    assert_balance(celery_client, wallet, mint_url, 0)
+    assert_balance(celery_client, wallet, spendable=0, mint_url=mint_url)
     listed = call(celery_client, "cashu.mints.list")
     assert mint_url in [m["url"] for m in listed["mints"]]
 
@@ -131,12 +103,12 @@ def test_mint_flow_through_tasks(
     assert json.loads(events[-1]["payload"])["state"] == "finalized"
     assert [int(e["id"]) for e in events] == sorted(int(e["id"]) for e in events)
 
-    assert_balance(celery_client, wallet, mint_url, 1000)
+    assert_balance(celery_client, wallet, spendable=1000, mint_url=mint_url)
     assert_mint_says_unspent(saga_context, wallet, mint_url, 1000)
 
 
 def test_ops_list_newest_first_and_paged(celery_client: Celery, mint_url: str, wallet: str) -> None:
-    first = mint_ecash(celery_client, wallet, mint_url, 8)
+    first = fund(celery_client, wallet, mint_url, 8)
     second = call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=16)
     ops = call(celery_client, "cashu.ops.list", wallet=wallet)["operations"]
     assert [o["id"] for o in ops] == [second["id"], first["id"]]
@@ -144,25 +116,25 @@ def test_ops_list_newest_first_and_paged(celery_client: Celery, mint_url: str, w
     assert [o["id"] for o in page["operations"]] == [first["id"]]
     pending = call(celery_client, "cashu.ops.list", wallet=wallet, states=["pending"])
     assert [o["id"] for o in pending["operations"]] == [second["id"]]
-    assert_balance(celery_client, wallet, mint_url, 8)
+    assert_balance(celery_client, wallet, spendable=8, mint_url=mint_url)
 
 
 def test_untrusted_mint_is_a_typed_error(celery_client: Celery, mint_url: str, wallet: str) -> None:
     view = call(celery_client, "cashu.mints.set_trusted", url=mint_url, trusted=False)
     assert view["trusted"] is False
     try:
-        with pytest.raises(Exception) as caught:
-            call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=10)
+        exc = raises(
+            celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=10
+        )
     finally:
         call(celery_client, "cashu.mints.set_trusted", url=mint_url, trusted=True)
     # This process has sagas.errors imported, so Celery rebuilds the real class.
-    exc = caught.value
     assert type(exc).__name__ == "UntrustedMintError"
     assert type(exc).__module__ == "sagas.errors"
     assert str(exc) == f"mint {mint_url} is not trusted; it will not be contacted"
     assert exc.code == "UNTRUSTED_MINT"  # type: ignore[attr-defined]
     assert call(celery_client, "cashu.ops.list", wallet=wallet)["operations"] == []
-    assert_balance(celery_client, wallet, mint_url, 0)
+    assert_balance(celery_client, wallet, spendable=0, mint_url=mint_url)
 
 
 CLIENT_WITHOUT_OUR_CODE = """
@@ -207,28 +179,19 @@ def test_error_seen_by_a_client_without_our_code(
         "result_state": "FAILURE",
         "ours_imported": [],
     }
-    assert_balance(celery_client, wallet, mint_url, 0)
+    assert_balance(celery_client, wallet, spendable=0, mint_url=mint_url)
 
 
 def test_concurrent_executes_issue_once(
     celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
 ) -> None:
     op = call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=1000)
-    results = [
-        celery_client.send_task("cashu.mint.execute", kwargs={"operation_id": op["id"]})
-        for _ in range(2)
-    ]
-    outcomes = []
-    for result in results:
-        try:
-            outcomes.append(result.get(timeout=TIMEOUT)["state"])
-        except Exception as exc:
-            assert type(exc).__name__ == "OperationInProgressError", repr(exc)
-            outcomes.append(type(exc).__name__)
+    outcomes = outcomes_at_once(celery_client, "cashu.mint.execute", op["id"])
     assert "finalized" in outcomes, outcomes
-    assert set(outcomes) <= {"finalized", "OperationInProgressError"}
-    assert call(celery_client, "cashu.ops.get", operation_id=op["id"])["state"] == "finalized"
-    assert_balance(celery_client, wallet, mint_url, 1000)
+    # an execute that did not finalize failed with OperationInProgressError, nothing else
+    assert set(outcomes) <= {"finalized", "OperationInProgressError"}, outcomes
+    assert op_state(celery_client, op["id"]) == "finalized"
+    assert_balance(celery_client, wallet, spendable=1000, mint_url=mint_url)
     assert_mint_says_unspent(saga_context, wallet, mint_url, 1000)
 
 
@@ -240,14 +203,13 @@ def test_lock_held_means_operation_in_progress(
     lock = r.lock(f"cashu:lock:op:{op['id']}", timeout=60)
     assert lock.acquire(blocking=False)
     try:
-        with pytest.raises(Exception) as caught:
-            call(celery_client, "cashu.mint.execute", operation_id=op["id"])
-        assert type(caught.value).__name__ == "OperationInProgressError"
-        assert call(celery_client, "cashu.ops.get", operation_id=op["id"])["state"] == "pending"
+        err = raises(celery_client, "cashu.mint.execute", operation_id=op["id"])
+        assert type(err).__name__ == "OperationInProgressError"
+        assert op_state(celery_client, op["id"]) == "pending"
     finally:
         lock.release()
     assert call(celery_client, "cashu.mint.refresh", operation_id=op["id"])["state"] == "finalized"
-    assert_balance(celery_client, wallet, mint_url, 64)
+    assert_balance(celery_client, wallet, spendable=64, mint_url=mint_url)
 
 
 def test_recovery_run_returns_counts_and_issues_paid_quotes(
@@ -260,20 +222,20 @@ def test_recovery_run_returns_counts_and_issues_paid_quotes(
         counts = call(celery_client, "cashu.recovery.run")
         assert set(counts) >= {"recovered", "rolled_back", "still_pending", "failed"}
         assert all(isinstance(n, int) and n >= 0 for n in counts.values())
-        if call(celery_client, "cashu.ops.get", operation_id=op["id"])["state"] == "finalized":
+        if op_state(celery_client, op["id"]) == "finalized":
             break
         time.sleep(1)
-    assert call(celery_client, "cashu.ops.get", operation_id=op["id"])["state"] == "finalized"
+    assert op_state(celery_client, op["id"]) == "finalized"
     polled = call(celery_client, "cashu.beat.poll_mint_quotes")
     assert set(polled) >= {"recovered", "rolled_back", "still_pending", "failed"}
-    assert_balance(celery_client, wallet, mint_url, 32)
+    assert_balance(celery_client, wallet, spendable=32, mint_url=mint_url)
 
 
 def test_notify_task_receives_each_event(
     celery_client: Celery, mint_url: str, wallet: str, redis_url: str
 ) -> None:
     notify = f"test.notify.{uuid.uuid4().hex[:8]}"
-    op = mint_ecash(celery_client, wallet, mint_url, 4, notify_task=notify)
+    op = fund(celery_client, wallet, mint_url, 4, notify_task=notify)
     r = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 15
     seen: list[dict] = []
@@ -296,40 +258,33 @@ def test_notify_task_receives_each_event(
     ]
     assert {e["operation_id"] for e in seen} == {op["id"]}
     assert seen[-1]["payload"]["state"] == "finalized"
-    assert_balance(celery_client, wallet, mint_url, 4)
+    assert_balance(celery_client, wallet, spendable=4, mint_url=mint_url)
 
 
 def test_bad_arguments_are_typed_errors(celery_client: Celery, mint_url: str, wallet: str) -> None:
     for amount, unit in ((0, "sat"), (-5, "sat"), (10, "doge")):
-        with pytest.raises(Exception) as caught:
-            call(
-                celery_client,
-                "cashu.mint.prepare",
-                wallet=wallet,
-                mint_url=mint_url,
-                amount=amount,
-                unit=unit,
-            )
-        assert type(caught.value).__name__ in {"InvalidAmountError", "UnsupportedUnitError"}
-    with pytest.raises(Exception) as caught:
-        call(celery_client, "cashu.mint.execute", operation_id=str(uuid.uuid4()))
-    assert type(caught.value).__name__ == "OperationNotFoundError"
-    with pytest.raises(Exception) as caught:
-        call(
+        err = raises(
             celery_client,
             "cashu.mint.prepare",
             wallet=wallet,
-            mint_url="http://127.0.0.1:9",
-            amount=1,
+            mint_url=mint_url,
+            amount=amount,
+            unit=unit,
         )
-    assert type(caught.value).__name__ == "UnknownMintError"
-    assert_balance(celery_client, wallet, mint_url, 0)
+        assert type(err).__name__ in {"InvalidAmountError", "UnsupportedUnitError"}
+    err = raises(celery_client, "cashu.mint.execute", operation_id=str(uuid.uuid4()))
+    assert type(err).__name__ == "OperationNotFoundError"
+    err = raises(
+        celery_client, "cashu.mint.prepare", wallet=wallet, mint_url="http://127.0.0.1:9", amount=1
+    )
+    assert type(err).__name__ == "UnknownMintError"
+    assert_balance(celery_client, wallet, spendable=0, mint_url=mint_url)
 
 
 def test_worker_killed_hard_then_restarted(
     celery_worker, celery_client: Celery, mint_url: str, wallet: str
 ) -> None:
-    mint_ecash(celery_client, wallet, mint_url, 128)
+    fund(celery_client, wallet, mint_url, 128)
     celery_worker.kill_hard()
     assert not celery_worker.running
     # Sent while no worker runs: the message waits in the queue for the next worker.
@@ -340,4 +295,4 @@ def test_worker_killed_hard_then_restarted(
     op = waiting.get(timeout=TIMEOUT)
     assert op["state"] == "pending"
     assert call(celery_client, "cashu.mint.execute", operation_id=op["id"])["state"] == "finalized"
-    assert_balance(celery_client, wallet, mint_url, 128 + 256)
+    assert_balance(celery_client, wallet, spendable=128 + 256, mint_url=mint_url)

@@ -15,18 +15,30 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
-import redis
 from celery import Celery
-from mint_harness import RunningMint
 from slow_proxy import SlowProxy
 from sqlalchemy import select, text
+from task_helpers import (
+    TIMEOUT,
+    assert_balance,
+    assert_mint_agrees,
+    balance,
+    call,
+    db_state,
+    fund,
+    kill_worker_while_held,
+    mint_states,
+    op_state,
+    op_view,
+    raises,
+    restart_killed_worker,
+    wait_until,
+)
 
-from models import Operation, Proof, ProofState
-from nuts.client import MintClient
+from models import Proof, ProofState
 from nuts.models import ProofSpentState
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import decode_token
@@ -34,109 +46,8 @@ from sagas.engine import SagaContext
 from sagas.proofs import balance as proofs_balance
 
 pytestmark = pytest.mark.mint
-TIMEOUT = 60
 TOKEN = re.compile(r"cashu[AB][A-Za-z0-9_\-+/=]+")
-
-
-def call(client: Celery, name: str, **kwargs: object):
-    return client.send_task(name, kwargs=kwargs).get(timeout=TIMEOUT)
-
-
-def raises(client: Celery, name: str, **kwargs: object) -> Exception:
-    """The typed error the task raised (its class name is what a caller matches on)."""
-    with pytest.raises(Exception) as caught:
-        call(client, name, **kwargs)
-    return caught.value
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
-
-
-@pytest.fixture
-def alice() -> str:
-    return f"a-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def bob() -> str:
-    return f"b-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def mint_url(celery_client: Celery, test_mint: RunningMint) -> str:
-    return call(celery_client, "cashu.mints.add", url=test_mint.url)["url"]
-
-
-@pytest.fixture
-def proxy(celery_client: Celery, test_mint: RunningMint) -> Iterator[SlowProxy]:
-    """The test mint behind a slow proxy, registered (and trusted) under the proxy's URL."""
-    slow = SlowProxy(test_mint.url).start()
-    url = call(celery_client, "cashu.mints.add", url=slow.url)["url"]
-    try:
-        yield slow
-    finally:
-        slow.release()
-        # the proxy's URL dies with it: never contact it again
-        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
-        slow.stop()
-
-
-def fund(client: Celery, wallet: str, mint_url: str, amount: int) -> None:
-    op = call(client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=amount)
-    assert call(client, "cashu.mint.execute", operation_id=op["id"])["state"] == "finalized"
-
-
-def balance(client: Celery, wallet: str) -> dict:
-    return call(client, "cashu.wallet.balance", wallet=wallet)
-
-
-def assert_balance(
-    client: Celery, wallet: str, *, spendable: int, pending: int = 0, reserved: int = 0
-) -> None:
-    bal = balance(client, wallet)
-    assert (bal["spendable"], bal["pending"], bal["reserved"]) == (spendable, pending, reserved)
-    assert bal["total"] == spendable + pending + reserved, bal
-
-
-def op_state(client: Celery, operation_id: str) -> str:
-    return call(client, "cashu.ops.get", operation_id=operation_id)["state"]
-
-
-def db_state(ctx: SagaContext, operation_id: str) -> str:
-    with ctx.uow() as session:
-        op = session.get(Operation, uuid.UUID(operation_id))
-        assert op is not None
-        return op.state
-
-
-def mint_states(ctx: SagaContext, mint_url: str, **where: object) -> dict[str, ProofSpentState]:
-    """What the mint says of the proofs matching `where` (Proof columns), by Y."""
-    with ctx.uow() as session:
-        stmt = select(Proof.y)
-        for column, value in where.items():
-            stmt = stmt.where(getattr(Proof, column) == value)
-        ys = list(session.scalars(stmt))
-    assert ys, where
-    with MintClient(mint_url) as mint:
-        return {s.Y: s.state for s in mint.checkstate(ys)}
-
-
-def assert_mint_agrees(ctx: SagaContext, mint_url: str, wallet: str) -> None:
-    """Every proof we hold unspent is unspent at the mint, every pending one too."""
-    for state in (ProofState.UNSPENT, ProofState.PENDING):
-        with ctx.uow() as session:
-            held = session.scalar(
-                select(Proof.id).where(Proof.wallet == wallet, Proof.state == state).limit(1)
-            )
-        if held is not None:
-            states = mint_states(ctx, mint_url, wallet=wallet, state=state)
-            assert set(states.values()) == {ProofSpentState.UNSPENT}, (state, states)
+SWAP_PATH = "/v1/swap"
 
 
 def finalized_by_the_watcher(client: Celery, operation_id: str) -> bool:
@@ -153,12 +64,6 @@ def finalized_by_the_watcher(client: Celery, operation_id: str) -> bool:
 def assert_no_token_in_worker_log(worker) -> None:
     leaked = TOKEN.findall(worker.log_path.read_text(errors="replace"))
     assert not leaked, f"{len(leaked)} token(s) in {worker.log_path}"
-
-
-def drop_dead_workers_lock(redis_url: str, operation_id: str) -> None:
-    """A SIGKILLed worker leaves its operation lock until the lock's timeout (6 min): a
-    caller or the beat gets OperationInProgressError meanwhile. Let it lapse now."""
-    assert redis.Redis.from_url(redis_url).delete(f"cashu:lock:op:{operation_id}") == 1
 
 
 # --- the flow --------------------------------------------------------------------------------
@@ -424,30 +329,8 @@ def test_the_prepared_age_comes_from_the_environment(monkeypatch: pytest.MonkeyP
 # --- a worker killed mid-swap -----------------------------------------------------------------
 
 
-def kill_during_swap(
-    celery_worker,
-    celery_client: Celery,
-    proxy: SlowProxy,
-    task: str,
-    op_id: str,
-    path: str = "/v1/swap",
-):
-    """Send `task`, let the mint act on `path`, and SIGKILL the worker before it hears back."""
-    proxy.hold(path, 20.0)
-    celery_client.send_task(task, kwargs={"operation_id": op_id})
-    assert proxy.answered.wait(TIMEOUT), f"{path} never reached the mint"
-    celery_worker.kill_hard()
-    proxy.release()
-    assert proxy.held == [path]
-
-
 def recover(celery_worker, client: Celery, redis_url: str, op_id: str, until: str) -> None:
-    celery_worker.restart()
-    # The dead worker's lock still holds the operation: recovery skips it, nothing moves.
-    counts = call(client, "cashu.recovery.run")
-    assert counts["skipped"] >= 1 or op_state(client, op_id) == "executing", counts
-    assert op_state(client, op_id) == "executing"
-    drop_dead_workers_lock(redis_url, op_id)
+    restart_killed_worker(celery_worker, client, redis_url, op_id)
 
     def settled() -> bool:
         call(client, "cashu.recovery.run")
@@ -467,7 +350,7 @@ def test_a_worker_killed_after_the_mint_signed_loses_nothing(
     client, url = celery_client, proxy.url
     op = call(client, "cashu.mint.prepare", wallet=alice, mint_url=url, amount=300)
 
-    kill_during_swap(
+    kill_worker_while_held(
         celery_worker, client, proxy, "cashu.mint.execute", op["id"], "/v1/mint/bolt11"
     )
 
@@ -494,7 +377,7 @@ def test_a_worker_killed_mid_swap_on_send_loses_nothing(
     op = call(client, "cashu.send.prepare", wallet=alice, mint_url=url, amount=50)
     inputs = op["input_amount"]
 
-    kill_during_swap(celery_worker, client, proxy, "cashu.send.execute", op["id"])
+    kill_worker_while_held(celery_worker, client, proxy, "cashu.send.execute", op["id"], SWAP_PATH)
 
     # The mint swapped; we wrote ahead and never heard back.
     assert db_state(saga_context, op["id"]) == "executing"
@@ -503,7 +386,7 @@ def test_a_worker_killed_mid_swap_on_send_loses_nothing(
 
     recover(celery_worker, client, redis_url, op["id"], until="pending")
 
-    sent = call(client, "cashu.ops.get", operation_id=op["id"])
+    sent = op_view(client, op["id"])
     assert decode_token(sent["token"]).amount == 50
     assert_balance(client, alice, spendable=200 - 50 - op["fee"], pending=50)
     assert inputs - 50 - op["fee"] == sent["keep_amount"]
@@ -531,7 +414,9 @@ def test_a_worker_killed_mid_swap_on_receive_loses_nothing(
     token = call(client, "cashu.send.execute", operation_id=op["id"])["token"]
     incoming = call(client, "cashu.receive.prepare", wallet=bob, token=token)
 
-    kill_during_swap(celery_worker, client, proxy, "cashu.receive.execute", incoming["id"])
+    kill_worker_while_held(
+        celery_worker, client, proxy, "cashu.receive.execute", incoming["id"], SWAP_PATH
+    )
 
     assert db_state(saga_context, incoming["id"]) == "executing"
     with saga_context.uow() as session:  # nothing of it is ours yet
@@ -652,7 +537,7 @@ def test_inspect_active_shows_a_running_tasks_arguments_redacted(
     fund(client, alice, url, 32)
     op = call(client, "cashu.send.prepare", wallet=alice, mint_url=url, amount=10)
     token = call(client, "cashu.send.execute", operation_id=op["id"])["token"]
-    proxy.hold("/v1/swap", 3.0)
+    proxy.hold(SWAP_PATH, 3.0)
     redeeming = client.send_task("cashu.receive.redeem", kwargs={"wallet": bob, "token": token})
     assert proxy.answered.wait(TIMEOUT)
 

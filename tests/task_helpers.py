@@ -1,0 +1,185 @@
+"""What the Celery-task tests (tests/test_tasks_*.py) share: calling the real worker,
+balances, our database and the mint's view of our proofs, a worker killed mid-request.
+
+Their fixtures (wallet, alice, bob, mint_url, proxy) are in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+import redis
+from celery import Celery
+from slow_proxy import SlowProxy
+from sqlalchemy import select
+
+from models import Operation, Proof, ProofState
+from nuts.client import MintClient
+from nuts.models import ProofSpentState
+from sagas.engine import SagaContext
+
+TIMEOUT = 60
+T = TypeVar("T")
+
+
+def new_wallet_name(prefix: str) -> str:
+    """A wallet name of its own, so balances never mix between tests."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# --- calling the worker ----------------------------------------------------------------------
+
+
+def call(client: Celery, name: str, **kwargs: object):
+    return client.send_task(name, kwargs=kwargs).get(timeout=TIMEOUT)
+
+
+def raises(client: Celery, name: str, **kwargs: object) -> Exception:
+    """The typed error the task raised (its class name is what a caller matches on)."""
+    with pytest.raises(Exception) as caught:
+        call(client, name, **kwargs)
+    return caught.value
+
+
+def outcomes_at_once(client: Celery, task: str, operation_id: str, times: int = 2) -> list[str]:
+    """Send `task` for one operation `times` times at once: each one's resulting state, or
+    the class name of the error it raised."""
+    results = [client.send_task(task, kwargs={"operation_id": operation_id}) for _ in range(times)]
+    outcomes = []
+    for result in results:
+        try:
+            outcomes.append(result.get(timeout=TIMEOUT)["state"])
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    return outcomes
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+def fund(client: Celery, wallet: str, mint_url: str, amount: int, **kwargs: object) -> dict:
+    """Mint `amount` into the wallet through the mint tasks; the finalized operation."""
+    op = call(
+        client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=amount, **kwargs
+    )
+    assert op["state"] == "pending", op
+    op = call(client, "cashu.mint.execute", operation_id=op["id"])
+    assert op["state"] == "finalized", op
+    return op
+
+
+def balance(client: Celery, wallet: str) -> dict:
+    return call(client, "cashu.wallet.balance", wallet=wallet)
+
+
+def assert_balance(
+    client: Celery,
+    wallet: str,
+    *,
+    spendable: int,
+    pending: int = 0,
+    reserved: int = 0,
+    mint_url: str | None = None,
+) -> None:
+    """The wallet's balance, exact to the sat; with `mint_url`, all that is spendable is
+    spendable at that mint."""
+    bal = balance(client, wallet)
+    assert (bal["spendable"], bal["pending"], bal["reserved"]) == (spendable, pending, reserved), (
+        bal
+    )
+    assert bal["total"] == spendable + pending + reserved, bal
+    if mint_url is not None and spendable:
+        assert bal["by_mint"][mint_url]["spendable"] == spendable, bal
+
+
+def op_view(client: Celery, operation_id: str) -> dict:
+    return call(client, "cashu.ops.get", operation_id=operation_id)
+
+
+def op_state(client: Celery, operation_id: str) -> str:
+    return op_view(client, operation_id)["state"]
+
+
+# --- reading our database and the mint -------------------------------------------------------
+
+
+def db_read(ctx: SagaContext, operation_id: str, read: Callable[[Operation], T]) -> T:
+    """`read` of the operation as the database itself has it (no worker needed)."""
+    with ctx.uow() as session:
+        op = session.get(Operation, uuid.UUID(operation_id))
+        assert op is not None
+        return read(op)
+
+
+def db_state(ctx: SagaContext, operation_id: str) -> str:
+    return db_read(ctx, operation_id, lambda op: op.state)
+
+
+def op_data(ctx: SagaContext, operation_id: str) -> dict:
+    return db_read(ctx, operation_id, lambda op: dict(op.data))
+
+
+def mint_states(ctx: SagaContext, mint_url: str, **where: object) -> dict[str, ProofSpentState]:
+    """What the mint says of the proofs matching `where` (Proof columns), by Y."""
+    with ctx.uow() as session:
+        stmt = select(Proof.y)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(Proof, column) == value)
+        ys = list(session.scalars(stmt))
+    assert ys, where
+    with MintClient(mint_url) as mint:
+        return {s.Y: s.state for s in mint.checkstate(ys)}
+
+
+def assert_mint_agrees(ctx: SagaContext, mint_url: str, wallet: str) -> None:
+    """Every proof we hold unspent (or reserved, or pending) is unspent at the mint."""
+    for state in (ProofState.UNSPENT, ProofState.RESERVED, ProofState.PENDING):
+        with ctx.uow() as session:
+            held = session.scalar(
+                select(Proof.id).where(Proof.wallet == wallet, Proof.state == state).limit(1)
+            )
+        if held is not None:
+            states = mint_states(ctx, mint_url, wallet=wallet, state=state)
+            assert set(states.values()) == {ProofSpentState.UNSPENT}, (state, states)
+
+
+# --- a worker SIGKILLed while the mint's answer is held back ----------------------------------
+
+
+def kill_worker_while_held(
+    celery_worker, client: Celery, proxy: SlowProxy, task: str, operation_id: str, path: str
+) -> None:
+    """Send `task`, let the mint act on `path`, and SIGKILL the worker before it hears back."""
+    proxy.hold(path, 20.0)
+    client.send_task(task, kwargs={"operation_id": operation_id})
+    assert proxy.answered.wait(TIMEOUT), f"{path} never reached the mint"
+    celery_worker.kill_hard()
+    proxy.release()
+    assert proxy.held == [path]
+
+
+def drop_dead_workers_lock(redis_url: str, operation_id: str) -> None:
+    """A SIGKILLed worker leaves its operation lock until the lock's timeout (6 min): a
+    caller or the beat gets OperationInProgressError meanwhile. Let it lapse now."""
+    assert redis.Redis.from_url(redis_url).delete(f"cashu:lock:op:{operation_id}") == 1
+
+
+def restart_killed_worker(celery_worker, client: Celery, redis_url: str, operation_id: str) -> None:
+    """Restart the worker; recovery leaves the killed worker's operation alone while its lock
+    holds, then the lock is dropped so that recovery can settle it."""
+    celery_worker.restart()
+    # The dead worker's lock still holds the operation: recovery skips it, nothing moves.
+    counts = call(client, "cashu.recovery.run")
+    assert counts["skipped"] >= 1 or op_state(client, operation_id) == "executing", counts
+    assert op_state(client, operation_id) == "executing"
+    drop_dead_workers_lock(redis_url, operation_id)
