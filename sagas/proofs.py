@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -106,17 +106,45 @@ def to_wire(row: Proof) -> WireProof:
 
 
 def spendable_candidates(
-    session: Session, wallet: str, mint_url: str, unit: str
+    session: Session, wallet: str, mint_url: str, unit: str, *, covering: int | None = None
 ) -> list[Candidate]:
-    rows = session.execute(
-        select(Proof.id, Proof.amount, Proof.keyset_id).where(
+    """The wallet's spendable proofs at a mint, as coin selection needs them.
+
+    With `covering`, only as many proofs of each power-of-two amount as a
+    selection of that size could use are read: one index probe per amount, so
+    the cost stays flat however many proofs the wallet holds.
+    """
+    if covering is None:
+        rows = session.execute(
+            select(Proof.id, Proof.amount, Proof.keyset_id).where(
+                Proof.wallet == wallet,
+                Proof.mint_url == mint_url,
+                Proof.unit == unit,
+                Proof.state == ProofState.UNSPENT,
+            )
+        )
+    else:
+        # Of an amount above what is needed one proof is enough; below, what adds up to it.
+        # One small LIMITed index scan per amount (psycopg2 sends the limits as literals,
+        # so the planner knows they are small).
+        mine = (
             Proof.wallet == wallet,
             Proof.mint_url == mint_url,
             Proof.unit == unit,
             Proof.state == ProofState.UNSPENT,
         )
-    )
+        per_amount = [
+            select(Proof.id, Proof.amount, Proof.keyset_id)
+            .where(*mine, Proof.amount == a)
+            .limit(min(MAX_PER_DENOMINATION, covering // a + 2))
+            for a in DENOMINATIONS
+        ]
+        rows = session.execute(union_all(*per_amount))
     return [Candidate(row_id, amount, keyset_id) for row_id, amount, keyset_id in rows]
+
+
+DENOMINATIONS = [1 << bit for bit in range(63)]
+MAX_PER_DENOMINATION = 256
 
 
 def reserve_proofs(session: Session, row_ids: Sequence[int], operation_id: uuid.UUID) -> bool:
@@ -156,20 +184,27 @@ def select_and_reserve(
     `choose` replaces the selection rule altogether (it may raise InsufficientFundsError).
     Each attempt runs in a savepoint, so a lost race undoes only that attempt.
     """
+
+    def pick(candidates: list[Candidate]) -> list[Candidate]:
+        chosen = choose(candidates) if choose else []
+        if exact_without_fees and not chosen:
+            chosen = select_proofs(candidates, amount, fee_ppk, include_fees=False)
+            if sum(c.amount for c in chosen) != amount:
+                chosen = []
+        return chosen or select_proofs(candidates, amount, fee_ppk, include_fees=include_fees)
+
     for _ in range(RESERVE_ATTEMPTS):
-        candidates = spendable_candidates(session, wallet, mint_url, unit)
         try:
-            chosen = choose(candidates) if choose else []
-            if exact_without_fees and not chosen:
-                chosen = select_proofs(candidates, amount, fee_ppk, include_fees=False)
-                if sum(c.amount for c in chosen) != amount:
-                    chosen = []
-            chosen = chosen or select_proofs(candidates, amount, fee_ppk, include_fees=include_fees)
-        except InsufficientFundsError as exc:
-            raise InsufficientBalanceError(
-                f"wallet {wallet!r} has {exc.available} {unit} spendable at {mint_url}, "
-                f"needs {exc.needed}"
-            ) from None
+            # A bounded read first; the whole wallet only when that cannot cover the amount.
+            chosen = pick(spendable_candidates(session, wallet, mint_url, unit, covering=amount))
+        except InsufficientFundsError:
+            try:
+                chosen = pick(spendable_candidates(session, wallet, mint_url, unit))
+            except InsufficientFundsError as exc:
+                raise InsufficientBalanceError(
+                    f"wallet {wallet!r} has {exc.available} {unit} spendable at {mint_url}, "
+                    f"needs {exc.needed}"
+                ) from None
         ids = [c.row_id for c in chosen]
         with session.begin_nested() as savepoint:
             if reserve_proofs(session, ids, operation_id):
