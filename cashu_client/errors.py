@@ -1,0 +1,576 @@
+"""The worker's typed errors as a caller sees them, each with its stable code.
+
+A task that fails raises, on the worker, a class such as `InsufficientBalanceError`
+(sagas/errors.py, nuts/errors.py). Celery sends the caller the class name and its
+arguments; a process without the worker's code gets a class Celery makes up on the spot
+(module `celery.exceptions`, same name and message). `from_task_failure` turns that into
+the class of the same name below, whose `code` is the worker's stable code:
+
+    try:
+        client.send_prepare("alice", mint_url, 1000)
+    except InsufficientBalanceError as exc:
+        exc.code     # "INSUFFICIENT_BALANCE"
+        exc.message  # the worker's message
+
+The classes mirror the worker's families: `MintRejectedError` (the mint refused, nothing
+changed there), `MintAmbiguousError` (the request may or may not have taken effect), and
+`SagaError` (the operation's own rules). A class this table does not know becomes a plain
+`CashuWorkerError` with the code "UNKNOWN" (its `remote_type` says what it was).
+
+The table mirrors the worker's classes by hand; tests/test_client.py checks that every
+worker error class is here with the same code. Nothing here imports the worker's code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CashuWorkerError(Exception):
+    """An error of a cashu-worker task, as the caller sees it: a stable `code`, a `message`.
+
+    `remote_type` is the class name the worker raised and `task_id` the failed task's id
+    (when known). A subclass per code exists; catch the subclass, or this and match `code`.
+    """
+
+    code: str = "CASHU_ERROR"
+
+    def __init__(
+        self,
+        code: str | None = None,
+        message: str = "",
+        *,
+        remote_type: str | None = None,
+        task_id: str | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        if code is not None:
+            self.code = code
+        self.message = message or self.code
+        self.remote_type = remote_type
+        self.task_id = task_id
+        self.task_name = task_name
+        super().__init__(self.code, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+    def __reduce__(self) -> Any:  # picklable despite the keyword-only fields
+        return (
+            _rebuild,
+            (type(self), self.code, self.message, self.remote_type, self.task_id, self.task_name),
+        )
+
+
+def _rebuild(cls: type[CashuWorkerError], code: str, message: str, *rest: Any) -> CashuWorkerError:
+    exc = cls.__new__(cls)
+    CashuWorkerError.__init__(
+        exc, code, message, remote_type=rest[0], task_id=rest[1], task_name=rest[2]
+    )
+    return exc
+
+
+class _CodedError(CashuWorkerError):
+    """A subclass for one stable code: `SomeError(message)`; the code is the class's."""
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        doc = (type(self).__doc__ or "").strip().splitlines()
+        super().__init__(type(self).code, message or (doc[0] if doc else ""), **kwargs)
+
+
+# --- raised by the client itself ---------------------------------------------------------------
+
+
+class TaskTimeoutError(_CodedError, TimeoutError):
+    """No result within the timeout. The task may still run (or have run): look the
+    operation up (ops_list, ops_get, melt_get_by_quote) before trying again."""
+
+    code = "TASK_TIMEOUT"
+
+
+class BrokerError(_CodedError, ConnectionError):
+    """The broker or the result backend could not be reached (sending or waiting)."""
+
+    code = "BROKER_ERROR"
+
+
+# --- the worker's errors (nuts/errors.py, sagas/errors.py, tasks/app.py) ------------------------
+
+
+class InvalidTokenError(_CodedError):
+    """The token could not be decoded or is not a valid Cashu token."""
+
+    code = "INVALID_TOKEN"
+
+
+class KeysetError(_CodedError):
+    """A keyset is not what it claims to be, or cannot be found."""
+
+    code = "KEYSET_ERROR"
+
+
+class KeysetIdMismatchError(KeysetError):
+    """The mint's keys do not hash to the keyset id it claims."""
+
+    code = "KEYSET_ID_MISMATCH"
+
+
+class UnknownKeysetError(KeysetError):
+    """No known keyset has this id."""
+
+    code = "UNKNOWN_KEYSET"
+
+
+class AmbiguousKeysetIdError(KeysetError):
+    """A short keyset id matches more than one known keyset."""
+
+    code = "AMBIGUOUS_KEYSET_ID"
+
+
+class InvalidSignatureError(_CodedError):
+    """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
+
+    code = "INVALID_SIGNATURE"
+
+
+class MintRejectedError(_CodedError):
+    """The mint refused the request (a 4xx answer); nothing changed at the mint because of it."""
+
+    code = "MINT_REJECTED"
+
+
+class ProofVerificationFailedError(MintRejectedError):
+    """Proof verification failed (NUT error 10001)."""
+
+    code = "PROOF_VERIFICATION_FAILED"
+
+
+class ProofsAlreadySpentError(MintRejectedError):
+    """Proofs already spent (11001)."""
+
+    code = "PROOFS_ALREADY_SPENT"
+
+
+class ProofsPendingError(MintRejectedError):
+    """Proofs are pending in another request (11002); they are not spendable yet."""
+
+    code = "PROOFS_PENDING"
+
+
+class OutputsAlreadySignedError(MintRejectedError):
+    """Outputs already signed (11003); restore (NUT-09) gets their signatures back."""
+
+    code = "OUTPUTS_ALREADY_SIGNED"
+
+
+class OutputsPendingError(MintRejectedError):
+    """Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."""
+
+    code = "OUTPUTS_PENDING"
+
+
+class TransactionNotBalancedError(MintRejectedError):
+    """Transaction is not balanced: inputs != outputs + fees (11005)."""
+
+    code = "TRANSACTION_NOT_BALANCED"
+
+
+class AmountOutsideLimitError(MintRejectedError):
+    """Amount outside of the mint's limit range (11006)."""
+
+    code = "AMOUNT_OUTSIDE_LIMIT"
+
+
+class DuplicateInputsError(MintRejectedError):
+    """Duplicate inputs provided (11007)."""
+
+    code = "DUPLICATE_INPUTS"
+
+
+class DuplicateOutputsError(MintRejectedError):
+    """Duplicate outputs provided (11008)."""
+
+    code = "DUPLICATE_OUTPUTS"
+
+
+class MultipleUnitsError(MintRejectedError):
+    """Inputs or outputs of multiple units (11009)."""
+
+    code = "MULTIPLE_UNITS"
+
+
+class UnitMismatchError(MintRejectedError):
+    """Inputs and outputs are not of the same unit (11010)."""
+
+    code = "UNIT_MISMATCH"
+
+
+class AmountlessInvoiceNotSupportedError(MintRejectedError):
+    """Amountless invoice is not supported (11011)."""
+
+    code = "AMOUNTLESS_INVOICE_NOT_SUPPORTED"
+
+
+class InvoiceAmountMismatchError(MintRejectedError):
+    """Amount in the request does not equal the invoice's (11012)."""
+
+    code = "INVOICE_AMOUNT_MISMATCH"
+
+
+class UnitNotSupportedError(MintRejectedError):
+    """Unit in the request is not supported (11013)."""
+
+    code = "UNIT_NOT_SUPPORTED"
+
+
+class MaxInputsExceededError(MintRejectedError):
+    """Too many inputs in one request (11014)."""
+
+    code = "MAX_INPUTS_EXCEEDED"
+
+
+class MaxOutputsExceededError(MintRejectedError):
+    """Too many outputs in one request (11015)."""
+
+    code = "MAX_OUTPUTS_EXCEEDED"
+
+
+class DuplicateQuoteIdsError(MintRejectedError):
+    """Duplicate quote ids in a batch request (11016, NUT-29)."""
+
+    code = "DUPLICATE_QUOTE_IDS"
+
+
+class BatchSizeExceededError(MintRejectedError):
+    """Batch too large (11017, NUT-29)."""
+
+    code = "BATCH_SIZE_EXCEEDED"
+
+
+class MintKeysetUnknownError(MintRejectedError):
+    """The mint does not know this keyset (12001)."""
+
+    code = "MINT_KEYSET_UNKNOWN"
+
+
+class KeysetInactiveError(MintRejectedError):
+    """Keyset is inactive and cannot sign new outputs (12002); refresh keysets."""
+
+    code = "KEYSET_INACTIVE"
+
+
+class KeysetExpiredError(MintRejectedError):
+    """Keyset has expired (12003)."""
+
+    code = "KEYSET_EXPIRED"
+
+
+class QuoteNotPaidError(MintRejectedError):
+    """Mint quote is not paid yet (20001)."""
+
+    code = "QUOTE_NOT_PAID"
+
+
+class QuoteAlreadyIssuedError(MintRejectedError):
+    """Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."""
+
+    code = "QUOTE_ALREADY_ISSUED"
+
+
+class MintingDisabledError(MintRejectedError):
+    """Minting is disabled at this mint (20003)."""
+
+    code = "MINTING_DISABLED"
+
+
+class LightningPaymentFailedError(MintRejectedError):
+    """The mint's Lightning payment failed (20004); the mint has released the inputs."""
+
+    code = "LIGHTNING_PAYMENT_FAILED"
+
+
+class QuotePendingError(MintRejectedError):
+    """Quote is pending (20005): a payment for it is in flight."""
+
+    code = "QUOTE_PENDING"
+
+
+class InvoiceAlreadyPaidError(MintRejectedError):
+    """Invoice already paid (20006)."""
+
+    code = "INVOICE_ALREADY_PAID"
+
+
+class QuoteSignatureInvalidError(MintRejectedError):
+    """NUT-20 signature on the mint request is invalid (20008)."""
+
+    code = "QUOTE_SIGNATURE_INVALID"
+
+
+class QuotePubkeyRequiredError(MintRejectedError):
+    """The mint requires a NUT-20 pubkey on the mint quote (20009)."""
+
+    code = "QUOTE_PUBKEY_REQUIRED"
+
+
+class ClearAuthRequiredError(MintRejectedError):
+    """Endpoint requires clear auth (30001, NUT-21)."""
+
+    code = "CLEAR_AUTH_REQUIRED"
+
+
+class ClearAuthFailedError(MintRejectedError):
+    """Clear authentication failed (30002, NUT-21)."""
+
+    code = "CLEAR_AUTH_FAILED"
+
+
+class BlindAuthRequiredError(MintRejectedError):
+    """Endpoint requires blind auth (31001, NUT-22)."""
+
+    code = "BLIND_AUTH_REQUIRED"
+
+
+class BlindAuthFailedError(MintRejectedError):
+    """Blind authentication failed (31002, NUT-22)."""
+
+    code = "BLIND_AUTH_FAILED"
+
+
+class BlindAuthAmountExceededError(MintRejectedError):
+    """Maximum blind auth token mint amount exceeded (31003, NUT-22)."""
+
+    code = "BLIND_AUTH_AMOUNT_EXCEEDED"
+
+
+class BlindAuthRateLimitError(MintRejectedError):
+    """Blind auth token mint rate limit exceeded (31004, NUT-22)."""
+
+    code = "BLIND_AUTH_RATE_LIMIT"
+
+
+class MintAmbiguousError(_CodedError):
+    """The request may or may not have taken effect at the mint."""
+
+    code = "MINT_AMBIGUOUS"
+
+
+class MintTimeoutError(MintAmbiguousError):
+    """The mint did not answer in time."""
+
+    code = "MINT_TIMEOUT"
+
+
+class MintUnreachableError(MintAmbiguousError):
+    """The mint could not be connected to."""
+
+    code = "MINT_UNREACHABLE"
+
+
+class MintServerError(MintAmbiguousError):
+    """The mint answered with a 5xx."""
+
+    code = "MINT_SERVER_ERROR"
+
+
+class SagaError(_CodedError):
+    """An error of an operation (sagas/)."""
+
+    code = "SAGA_ERROR"
+
+
+class OperationNotFoundError(SagaError):
+    """No operation has this id."""
+
+    code = "OPERATION_NOT_FOUND"
+
+
+class OperationInProgressError(SagaError):
+    """Another worker is running a step of this operation right now."""
+
+    code = "OPERATION_IN_PROGRESS"
+
+
+class InvalidStateError(SagaError):
+    """The operation is not in a state that allows this step."""
+
+    code = "INVALID_STATE"
+
+
+class StaleOperationError(InvalidStateError):
+    """Someone else moved the operation between our read and our write."""
+
+    code = "STALE_OPERATION"
+
+
+class UnknownMintError(SagaError):
+    """The mint is not registered; add it first (cashu.mints.add)."""
+
+    code = "UNKNOWN_MINT"
+
+
+class UntrustedMintError(SagaError):
+    """The mint is not trusted; it is never contacted."""
+
+    code = "UNTRUSTED_MINT"
+
+
+class InvalidAmountError(SagaError):
+    """The amount is not a positive whole number within limits."""
+
+    code = "INVALID_AMOUNT"
+
+
+class UnsupportedUnitError(SagaError):
+    """The mint has no active keyset for this unit."""
+
+    code = "UNSUPPORTED_UNIT"
+
+
+class UnsupportedMethodError(SagaError):
+    """The payment method is not supported."""
+
+    code = "UNSUPPORTED_METHOD"
+
+
+class InsufficientBalanceError(SagaError):
+    """The wallet's spendable proofs at this mint do not cover the amount and fees."""
+
+    code = "INSUFFICIENT_BALANCE"
+
+
+class QuoteExpiredError(SagaError, MintRejectedError):
+    """The quote expired before it was paid (also the mint's NUT error 20007)."""
+
+    code = "QUOTE_EXPIRED"
+
+
+class QuoteIssuedElsewhereError(SagaError):
+    """The quote was issued, but not to outputs we hold: we cannot recover those proofs."""
+
+    code = "QUOTE_ISSUED_ELSEWHERE"
+
+
+class ProofsNotRecoveredError(SagaError):
+    """The mint issued, but restoring our stored outputs did not bring the proofs back."""
+
+    code = "PROOFS_NOT_RECOVERED"
+
+
+class MintSignatureInvalidError(SagaError):
+    """The mint's signatures failed verification (DLEQ): its ecash cannot be trusted."""
+
+    code = "MINT_SIGNATURE_INVALID"
+
+
+class InvalidRequestError(SagaError):
+    """An argument is malformed (a public key, a method, a unit)."""
+
+    code = "INVALID_REQUEST"
+
+
+class TokenLockedError(SagaError):
+    """The token is locked (P2PK) to a key this wallet does not hold."""
+
+    code = "TOKEN_LOCKED"
+
+
+class TokenAlreadySpentError(SagaError):
+    """The token was already claimed (its proofs are spent at the mint)."""
+
+    code = "TOKEN_ALREADY_SPENT"
+
+
+class InvalidInvoiceError(SagaError):
+    """The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."""
+
+    code = "INVALID_INVOICE"
+
+
+class ProofsSpentAtMintError(SagaError):
+    """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
+
+    code = "PROOFS_SPENT_AT_MINT"
+
+
+class TooManyDeliveriesError(_CodedError):
+    """The task's message was delivered too many times (its worker kept dying): given up."""
+
+    code = "TOO_MANY_DELIVERIES"
+
+
+def _error_classes() -> dict[str, type[CashuWorkerError]]:
+    found: dict[str, type[CashuWorkerError]] = {}
+    pending: list[type[CashuWorkerError]] = list(CashuWorkerError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if not cls.__name__.startswith("_"):
+            found[cls.__name__] = cls
+    return found
+
+
+ERRORS: dict[str, type[CashuWorkerError]] = {
+    name: cls
+    for name, cls in sorted(_error_classes().items())
+    if cls not in (TaskTimeoutError, BrokerError)
+}
+"""The worker's error class name -> the class here (its `code` is the worker's)."""
+
+ERRORS_BY_CODE: dict[str, type[CashuWorkerError]] = {cls.code: cls for cls in ERRORS.values()}
+ERRORS["CashuError"] = CashuWorkerError  # the worker's base class: code CASHU_ERROR
+
+UNKNOWN = "UNKNOWN"
+
+
+def _message_of(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message:
+        return message
+    args = exc.args
+    if len(args) == 1:
+        return str(args[0])
+    strings = [a for a in args if isinstance(a, str) and a]
+    # MintServerError is rebuilt from (status_code, body, message): the message is last
+    return strings[-1] if strings else str(exc)
+
+
+def from_task_failure(
+    exc: BaseException, *, task_id: str | None = None, task_name: str | None = None
+) -> CashuWorkerError:
+    """The typed error for what a failed task raised (a class rebuilt by Celery, under
+    `celery.exceptions` when the caller lacks the worker's code, or the worker's own)."""
+    if isinstance(exc, CashuWorkerError):
+        return exc
+    name = type(exc).__name__
+    cls = ERRORS.get(name)
+    if cls is None:
+        code = getattr(exc, "code", None)  # the worker's own class, when importable here
+        cls = ERRORS_BY_CODE.get(code) if isinstance(code, str) else None
+        if cls is None:
+            return CashuWorkerError(
+                code if isinstance(code, str) and code else UNKNOWN,
+                f"{name}: {_message_of(exc)}",
+                remote_type=name,
+                task_id=task_id,
+                task_name=task_name,
+            )
+    kwargs = {"remote_type": name, "task_id": task_id, "task_name": task_name}
+    if cls is CashuWorkerError:
+        return CashuWorkerError(CashuWorkerError.code, _message_of(exc), **kwargs)
+    return cls(_message_of(exc), **kwargs)
+
+
+__all__ = [
+    "ERRORS",
+    "ERRORS_BY_CODE",
+    "UNKNOWN",
+    "BrokerError",
+    "CashuWorkerError",
+    "TaskTimeoutError",
+    "from_task_failure",
+    *sorted(name for name in ERRORS if name != "CashuError"),
+]
