@@ -6,94 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 
-PG_HOST=127.0.0.1
-PG_PORT=5432
-PG_USER=postgres
+# say/die, the venvs, PostgreSQL and Redis: shared with scripts/run.sh
+source scripts/common.sh
+
 TEST_DB=cashu_worker_test
-REDIS_PORT=6379
-MINT_PINS=("cashu==0.20.2" "marshmallow<4" "limits<4")
 
-say() { echo "[test.sh] $*" >&2; }
-die() { echo "[test.sh] ERROR: $*" >&2; exit 1; }
-
-hash_of() { sha256sum | cut -d' ' -f1; }
-
-# ---------------------------------------------------------------- project venv
-if [[ ! -x .venv/bin/python ]]; then
-    say "creating .venv"
-    python3 -m venv .venv || die "python3 -m venv failed (is python3-venv installed?)"
-fi
-want="$(cat pyproject.toml | hash_of)"
-stamp=.venv/.cashu-worker-install.sha256
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] \
-    || ! .venv/bin/python -c "import pytest" 2>/dev/null; then
-    say "installing the project into .venv (pip install -e '.[test]')"
-    .venv/bin/python -m pip install -qq -e '.[test]' || die "pip install -e '.[test]' failed"
-    echo "$want" >"$stamp"
-fi
-
-# ---------------------------------------------------------------- mint venv
-want="$(printf '%s\n' "${MINT_PINS[@]}" | hash_of)"
-stamp=.venv-mint/.cashu-worker-install.sha256
-if [[ ! -x .venv-mint/bin/python ]]; then
-    say "creating .venv-mint (Nutshell test mint)"
-    python3 -m venv .venv-mint || die "python3 -m venv .venv-mint failed"
-fi
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" || ! -x .venv-mint/bin/mint ]]; then
-    say "installing ${MINT_PINS[*]} into .venv-mint"
-    .venv-mint/bin/python -m pip install -qq "${MINT_PINS[@]}" || die "installing Nutshell failed"
-    echo "$want" >"$stamp"
-fi
-
-# ---------------------------------------------------------------- PostgreSQL
-wait_for() {  # wait_for <seconds> <command...>
-    local n=$(( $1 * 5 )); shift
-    for ((i = 0; i < n; i++)); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    return 1
-}
-pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
-
-command -v pg_isready >/dev/null || die "pg_isready not found: install PostgreSQL (postgresql, postgresql-client)"
-if ! pg_up; then
-    say "PostgreSQL does not answer on $PG_HOST:$PG_PORT; starting it"
-    if command -v pg_ctlcluster >/dev/null && [[ -d /etc/postgresql ]]; then
-        for version in $(ls /etc/postgresql); do
-            pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-        done
-    fi
-    wait_for 30 pg_up || die "PostgreSQL is not running on $PG_HOST:$PG_PORT and could not be started
-  (tried: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start).
-  Start it yourself, with trust auth for user $PG_USER on $PG_HOST:$PG_PORT."
-fi
-
-# ---------------------------------------------------------------- Redis
-redis_up() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
-
-command -v redis-cli >/dev/null || die "redis-cli not found: install Redis (redis-server, redis-tools)"
-if ! redis_up; then
-    say "Redis does not answer on 127.0.0.1:$REDIS_PORT; starting it"
-    if command -v redis-server >/dev/null; then
-        mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
-        redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" \
-            --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
-    fi
-    wait_for 15 redis_up || die "Redis is not running on 127.0.0.1:$REDIS_PORT and could not be started
-  (tried: redis-server --daemonize yes --bind 127.0.0.1 -::1 --port $REDIS_PORT ...)."
-fi
+ensure_project_venv
+ensure_mint_venv
+ensure_postgres
+ensure_redis
 
 # ---------------------------------------------------------------- test database
-psql_q() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -v ON_ERROR_STOP=1 -tAc "$1"; }
-exists="$(psql_q "SELECT 1 FROM pg_database WHERE datname = '$TEST_DB'")" \
-    || die "cannot connect to PostgreSQL as $PG_USER@$PG_HOST:$PG_PORT (trust auth expected)"
-if [[ "$exists" != 1 ]]; then
-    say "creating database $TEST_DB"
-    psql_q "CREATE DATABASE $TEST_DB" >/dev/null \
-        || [[ "$(psql_q "SELECT 1 FROM pg_database WHERE datname = '$TEST_DB'")" == 1 ]] \
-        || die "could not create database $TEST_DB"
-fi
+ensure_database "$TEST_DB"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgresql+psycopg2://$PG_USER@$PG_HOST:$PG_PORT/$TEST_DB}"
 
 cd "$REPO"

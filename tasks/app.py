@@ -24,6 +24,7 @@ from beat_schedule import make_beat_schedule
 from models.db import dispose_engines
 from nuts.client import close_mint_clients
 from nuts.errors import CashuError
+from tasks import log_format
 from tasks.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,20 @@ def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
                 handler.addFilter(RedactingLogFilter())
 
 
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    """CASHU_LOG_FORMAT=json: one JSON object per line (tasks/log_format.py). The handlers
+    keep their RedactingLogFilter; the formatter redacts its output once more."""
+    if get_settings().log_format == "json":
+        log_format.use_json((logger, logging.getLogger()), redact=redact_text)
+
+
+# operation_id / wallet of the task at hand, for the JSON log lines
+signals.task_prerun.connect(log_format.open_task_context)
+signals.task_postrun.connect(log_format.close_task_context)
+
+
 class CashuTask(Task):
     """Base of our tasks: typed errors are expected outcomes, a redelivery cap, and no
     secret in what Celery shows of a task (see RedactingRequest, Redacted).
@@ -344,3 +359,13 @@ def _recover_at_start(sender: Any = None, **_: Any) -> None:
         )
     except Exception:
         logger.exception("could not send the start-up recovery run")
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """CASHU_METRICS_PORT set: Prometheus metrics from the worker's main process."""
+    settings = get_settings()
+    if settings.metrics_port:
+        from tasks.metrics import start_metrics_server
+
+        start_metrics_server(settings.metrics_port, settings.metrics_addr, settings.database_url)

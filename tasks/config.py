@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # cancelled by cashu.beat.cancel_stale once untouched for this long.
     prepared_max_age_seconds: int = Field(86400, gt=0)
 
+    # Observability: "json" logs one JSON object per line (tasks/log_format.py); with a
+    # metrics port the worker's main process serves Prometheus metrics (tasks/metrics.py).
+    log_format: Literal["plain", "json"] = "plain"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_addr: str = "127.0.0.1"
+
     @model_validator(mode="after")
     def _limits_in_order(self) -> Settings:
         if not 0 < self.task_soft_time_limit < self.task_time_limit:

@@ -2,7 +2,9 @@
 
 `run_step` for a step that creates an operation; `run_locked_step` for a step
 on an existing one, under its lock. Either way the relay is sent afterwards,
-when everything the step wrote is committed (DESIGN.md section 6).
+when everything the step wrote is committed (DESIGN.md section 6). The task's
+log context (tasks/log_format.py) learns the operation's id, and its wallet once
+the step returns it, for the task's remaining log lines.
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ from typing import Any, TypeVar
 from tasks.context import saga_context
 from tasks.events import send_relay
 from tasks.locks import operation_lock
+from tasks.log_format import bind
 
 T = TypeVar("T")
 
 
 def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
-        return step(saga_context(), *args, **kwargs)
+        result = step(saga_context(), *args, **kwargs)
+        if isinstance(result, dict):  # the Operation JSON
+            bind(operation_id=result.get("id"), wallet=result.get("wallet"))
+        return result
     finally:
         send_relay()
 
 
 def run_locked_step(step: Callable[..., T], operation_id: str, *args: Any, **kwargs: Any) -> T:
+    bind(operation_id=operation_id)
     with operation_lock(operation_id):
         return run_step(step, operation_id, *args, **kwargs)
