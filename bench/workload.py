@@ -1,0 +1,969 @@
+"""The wallet workload three ways: cashu-worker's tasks, a minimal client (the floor), Nutshell.
+
+Run by hand (minutes; not part of the test suite, tests/test_bench_smoke.py runs 2 rounds):
+
+    .venv/bin/python bench/workload.py --rounds 20 --repeat 3 [--concurrency 1,4,8]
+        [--proofs 10000,100000,1000000] [--json out.json]
+
+Everything is its own and stopped at the end: one fresh Nutshell FakeWallet mint
+(input_fee_ppk=100), the Postgres database `cashu_worker_bench` (created if missing, schema
+dropped and migrated), Redis db 12 (flushed), one `celery -A tasks worker -Q cashu,cashu.beat
+-c <max clients> --pool prefork` and one `celery -A tasks beat`.
+
+A round: wallet A mints 100 sat, sends 7 sat as a token, wallet B receives the token, A melts
+a 5 sat invoice. Each way, per repetition, a fresh pair of wallets runs `--rounds` rounds; an
+untimed warm-up comes first. What one operation is, each way:
+
+    way       mint                      send                    receive          melt
+    worker    mint.prepare + execute    send.prepare + execute  receive.redeem   melt.prepare +
+                                                                                 melt.execute
+    floor     quote, mint               swap (none if exact)    swap             quote, melt
+    nutshell  request_mint, poll, mint  select_to_send          helpers.receive  melt_quote,
+                                                                                 select, melt
+
+The worker's times are what its client sees (cashu_client.CashuClient, waiting on each
+result). The floor is MintClient + random outputs + unblind with its proofs in memory: only
+the HTTP calls a wallet cannot do without. Nutshell runs once, in .venv-mint, as
+bench/nutshell_workload.py (one process, all repetitions, its own timing).
+
+Figures (bench/README.md explains them): ms per operation (median over repetitions of each
+repetition's mean) and the ratios worker/floor and worker/Nutshell; throughput with 1, 4, 8
+concurrent clients (processes, each its own pair of wallets); prepare latency of send and
+melt with N unspent proofs in one wallet (fake proofs inserted straight into the database;
+each prepare is cancelled right after); the worker's peak memory; input fees paid over one
+workload, each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+for _path in (REPO, REPO / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from mint_harness import MINT_ROOT_DIR, RunningMint, make_invoice, start_mint  # noqa: E402
+
+from cashu_client import CashuClient, OperationInProgressError  # noqa: E402
+from nuts.amounts import change_blank_count, input_fee, select_proofs, split_amount  # noqa: E402
+from nuts.client import MintClient  # noqa: E402
+from nuts.errors import QuoteNotPaidError  # noqa: E402
+from nuts.keysets import Keyset, fetch_keysets  # noqa: E402
+from nuts.models import MeltQuoteState, Proof  # noqa: E402
+from nuts.outputs import random_outputs, unblind_outputs  # noqa: E402
+from nuts.tokens import Token, decode_token, encode_token_v4, expand_keyset_ids  # noqa: E402
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
+MINT_PYTHON = REPO / ".venv-mint" / "bin" / "python"
+NUTSHELL_SCRIPT = Path(__file__).resolve().parent / "nutshell_workload.py"
+CELERY_BIN = REPO / ".venv" / "bin" / "celery"
+
+KINDS = ("mint", "send", "receive", "melt")
+WAYS = ("worker", "floor", "nutshell")
+MINT_AMOUNT, SEND_AMOUNT, MELT_AMOUNT = 100, 7, 5
+INPUT_FEE_PPK = 100
+CALL_TIMEOUT = 120.0
+
+# The issue's targets.
+TARGET_PER_OP_VS_FLOOR = 1.3  # worker ms per op <= 1.3 x floor
+TARGET_SPEEDUP_VS_NUTSHELL = 2.0  # whole workload >= 2 x faster than Nutshell
+TARGET_PREPARE_GROWTH = 2.0  # prepare latency at the most proofs <= 2 x at the fewest
+
+
+# --- one round, each way ---------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What one wallet pair did over some rounds."""
+
+    times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    fees: int = 0  # input fees: ceil(sum ppk / 1000) per swap or melt request
+    fee_requests: int = 0  # requests that took inputs (swaps, melts)
+    minted: int = 0
+    melted: int = 0
+    routing: int = 0  # Lightning fee the mint kept (FakeWallet: 1 sat per payment)
+    elapsed: float = 0.0
+    lock_waits: int = 0  # worker calls refused: the beat's poller held the operation
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "times": self.times,
+            "fees": self.fees,
+            "fee_requests": self.fee_requests,
+            "minted": self.minted,
+            "melted": self.melted,
+            "routing": self.routing,
+            "elapsed": self.elapsed,
+            "lock_waits": self.lock_waits,
+        }
+
+
+class CountingClient(CashuClient):
+    """CashuClient that counts the tasks it sent."""
+
+    tasks = 0
+
+    def call(self, name: str, /, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        self.tasks += 1
+        return super().call(name, timeout=timeout, **kwargs)
+
+
+def _drive(
+    client: CashuClient,
+    op_id: str,
+    step: Callable[[str], dict],
+    refresh: Callable[[str], dict],
+    final: str,
+    t: Tally,
+) -> dict:
+    """`step` (an execute), then `refresh` until the operation is `final` (a mint quote paid
+    a moment late). The beat's pollers may hold the operation's lock at that moment (they
+    look at pending operations too): the call is refused with OperationInProgressError, and
+    the client looks the operation up again a moment later, as any client would."""
+    deadline = time.monotonic() + 30
+    call = step
+    while True:
+        try:
+            op = call(op_id)
+        except OperationInProgressError:
+            t.lock_waits += 1
+            time.sleep(0.01)
+            op = client.ops_get(op_id)
+        if op["state"] == final:
+            return op
+        if op["state"] not in ("prepared", "pending", "executing"):
+            raise RuntimeError(f"{op['kind']} operation ended {op['state']}: {op.get('error')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{op['kind']} operation still {op['state']} after 30 s")
+        call = step if op["state"] == "prepared" else refresh
+        if call is refresh:
+            time.sleep(0.01)
+
+
+def worker_round(client: CashuClient, url: str, a: str, b: str, invoice: str, t: Tally) -> None:
+    """One round through cashu-worker's tasks, each call waiting for its result."""
+    t0 = time.perf_counter()
+    op = client.mint_prepare(a, url, MINT_AMOUNT)
+    _drive(client, op["id"], client.mint_execute, client.mint_refresh, "finalized", t)
+    t1 = time.perf_counter()
+    prepared = client.send_prepare(a, url, SEND_AMOUNT)
+    sent = _drive(client, prepared["id"], client.send_execute, client.send_refresh, "pending", t)
+    token = sent["token"]
+    t2 = time.perf_counter()
+    received = client.receive_redeem(b, token)
+    t3 = time.perf_counter()
+    melt = client.melt_prepare(a, url, invoice)
+    melt = _drive(client, melt["id"], client.melt_execute, client.melt_refresh, "finalized", t)
+    t4 = time.perf_counter()
+    if received["state"] != "finalized":
+        raise RuntimeError(f"receive ended {received['state']}: {received.get('error')}")
+    for kind, start, end in zip(KINDS, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
+        t.times[kind].append(end - start)
+    melt_fees = melt["swap_fee"] + melt["input_fee"]
+    t.fees += prepared["fee"] + received["fee"] + melt_fees
+    t.fee_requests += int(prepared["needs_swap"]) + 1 + 1 + int(melt["needs_swap"])
+    t.minted += MINT_AMOUNT
+    t.melted += melt["amount"]
+    t.routing += melt["effective_fee"] - melt_fees
+
+
+class FloorWallet:
+    """The floor: proofs in memory, only the HTTP calls a wallet cannot do without."""
+
+    def __init__(self, client: MintClient, keysets: dict[str, Keyset]) -> None:
+        self.client = client
+        self.keysets = keysets
+        self.keyset = next(k for k in keysets.values() if k.active and k.unit == "sat")
+        self.fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
+        self.proofs: list[Proof] = []
+
+    def _outputs(self, amounts: list[int]):
+        return random_outputs(self.keyset.id, amounts)
+
+    def _take(self, chosen: list[Proof]) -> None:
+        ids = {id(p) for p in chosen}
+        self.proofs = [p for p in self.proofs if id(p) not in ids]
+
+    def mint(self, amount: int) -> None:
+        quote = self.client.create_mint_quote(amount, "sat")
+        outputs = self._outputs(split_amount(amount))
+        blinded = [o.blinded_message for o in outputs]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                signatures = self.client.mint(quote.quote, blinded)
+                break
+            except QuoteNotPaidError:  # FAKEWALLET_BRR pays a moment later
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self.proofs += unblind_outputs(outputs, signatures, self.keysets)
+
+    def send(self, amount: int, t: Tally) -> str:
+        exact = select_proofs(self.proofs, amount, self.fee_ppk, include_fees=False)
+        if sum(p.amount for p in exact) == amount:
+            sent = exact
+            self._take(exact)
+        else:
+            inputs = select_proofs(self.proofs, amount, self.fee_ppk)
+            fee = input_fee(inputs, self.fee_ppk)
+            keep = sum(p.amount for p in inputs) - amount - fee
+            send_amounts = split_amount(amount)
+            outputs = self._outputs(send_amounts + split_amount(keep))
+            signatures = self.client.swap(inputs, [o.blinded_message for o in outputs])
+            self._take(inputs)
+            new = unblind_outputs(outputs, signatures, self.keysets)
+            sent, kept = new[: len(send_amounts)], new[len(send_amounts) :]
+            self.proofs += kept
+            t.fees += fee
+            t.fee_requests += 1
+        return encode_token_v4(Token(mint=self.client.url, unit="sat", proofs=sent))
+
+    def receive(self, text: str, t: Tally) -> None:
+        token = expand_keyset_ids(decode_token(text), self.keysets)
+        fee = input_fee(token.proofs, self.fee_ppk)
+        outputs = self._outputs(split_amount(token.amount - fee))
+        signatures = self.client.swap(token.proofs, [o.blinded_message for o in outputs])
+        self.proofs += unblind_outputs(outputs, signatures, self.keysets)
+        t.fees += fee
+        t.fee_requests += 1
+
+    def melt(self, invoice: str, t: Tally) -> None:
+        quote = self.client.create_melt_quote(invoice, "sat")
+        inputs = select_proofs(self.proofs, quote.amount + quote.fee_reserve, self.fee_ppk)
+        fee = input_fee(inputs, self.fee_ppk)
+        paid_in = sum(p.amount for p in inputs)
+        blanks = self._outputs([1] * change_blank_count(paid_in - fee - quote.amount))
+        result = self.client.melt(quote.quote, inputs, [b.blinded_message for b in blanks])
+        if result.state != MeltQuoteState.PAID:
+            raise RuntimeError(f"floor melt {result.state}")
+        self._take(inputs)
+        change = unblind_outputs(blanks, result.change or [], self.keysets)
+        self.proofs += change
+        t.fees += fee
+        t.fee_requests += 1
+        t.melted += quote.amount
+        t.routing += paid_in - fee - quote.amount - sum(p.amount for p in change)
+
+    @property
+    def balance(self) -> int:
+        return sum(p.amount for p in self.proofs)
+
+
+def floor_round(a: FloorWallet, b: FloorWallet, invoice: str, t: Tally) -> None:
+    t0 = time.perf_counter()
+    a.mint(MINT_AMOUNT)
+    t1 = time.perf_counter()
+    token = a.send(SEND_AMOUNT, t)
+    t2 = time.perf_counter()
+    b.receive(token, t)
+    t3 = time.perf_counter()
+    a.melt(invoice, t)
+    t4 = time.perf_counter()
+    for kind, start, end in zip(KINDS, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
+        t.times[kind].append(end - start)
+    t.minted += MINT_AMOUNT
+
+
+# --- concurrent clients (processes) ----------------------------------------------------------
+
+
+def _client_main(spec: dict, ready: Any, go: Any, results: Any) -> None:
+    """One concurrent client: its own CashuClient and wallet pair; a warm-up round, then
+    `rounds` rounds once every client is ready."""
+    try:
+        client = CountingClient(spec["redis_url"], timeout=CALL_TIMEOUT)
+        a, b = f"{spec['tag']}-A", f"{spec['tag']}-B"
+        invoices = [make_invoice(MELT_AMOUNT) for _ in range(spec["rounds"] + 1)]
+        worker_round(client, spec["mint_url"], a, b, invoices.pop(), Tally())
+        ready.put(("ready", spec["tag"], None))
+        if not go.wait(300):
+            raise RuntimeError("never told to start")
+        tally = Tally()
+        tasks_before = client.tasks
+        start = time.monotonic()
+        for invoice in invoices:
+            worker_round(client, spec["mint_url"], a, b, invoice, tally)
+        end = time.monotonic()
+        tally.elapsed = end - start
+        results.put(
+            {
+                "tag": spec["tag"],
+                "start": start,
+                "end": end,
+                "tasks": client.tasks - tasks_before,
+                "tally": tally.as_dict(),
+            }
+        )
+        client.close()
+    except BaseException:
+        ready.put(("error", spec["tag"], traceback.format_exc()))
+        results.put({"tag": spec["tag"], "error": traceback.format_exc()})
+
+
+def run_clients(clients: int, rounds: int, mint_url: str, redis_url: str, tag: str) -> dict:
+    """`clients` processes doing `rounds` rounds each at once; rounds/s over the wall time."""
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = []
+    for i in range(clients):
+        spec = {"redis_url": redis_url, "mint_url": mint_url, "rounds": rounds, "tag": f"{tag}-{i}"}
+        proc = ctx.Process(target=_client_main, args=(spec, ready, go, results), daemon=True)
+        proc.start()
+        procs.append(proc)
+    try:
+        for _ in range(clients):
+            status, who, detail = ready.get(timeout=300)
+            if status != "ready":
+                raise RuntimeError(f"client {who} failed before starting:\n{detail}")
+        go.set()
+        outcomes = [results.get(timeout=CALL_TIMEOUT * 7 * (rounds + 1)) for _ in range(clients)]
+    finally:
+        go.set()
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    failed = [o for o in outcomes if "error" in o]
+    if failed:
+        raise RuntimeError(f"client {failed[0]['tag']} failed:\n{failed[0]['error']}")
+    wall = max(o["end"] for o in outcomes) - min(o["start"] for o in outcomes)
+    total_rounds = clients * rounds
+    round_times = [
+        sum(parts)
+        for o in outcomes
+        for parts in zip(*(o["tally"]["times"][k] for k in KINDS), strict=True)
+    ]
+    return {
+        "clients": clients,
+        "rounds": total_rounds,
+        "wall_s": wall,
+        "rounds_per_s": total_rounds / wall,
+        "ops_per_s": len(KINDS) * total_rounds / wall,
+        "tasks_per_s": sum(o["tasks"] for o in outcomes) / wall,
+        "round_ms": 1000 * statistics.mean(round_times),
+        "lock_waits": sum(o["tally"]["lock_waits"] for o in outcomes),
+    }
+
+
+# --- infrastructure --------------------------------------------------------------------------
+
+
+def prepare_database(url: str) -> None:
+    """Create the database if missing, drop its schema, migrate it (alembic upgrade head)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+        )
+        if not exists:
+            with contextlib.suppress(Exception):  # created meanwhile by someone else
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO,
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in kB (empty if it is gone)."""
+    values = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants, from /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+class MemorySampler:
+    """Sum of VmRSS over a process tree, sampled every `every` seconds; keeps the peak."""
+
+    def __init__(self, root: int, every: float = 0.25) -> None:
+        self.root, self.every = root, every
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = sum(_proc_status(pid).get("VmRSS", 0) for pid in process_tree(self.root))
+            self.peak_kb = max(self.peak_kb, total)
+            self._stop.wait(self.every)
+
+    def start(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def report(self) -> dict[str, Any]:
+        """Peaks so far: the sampled RSS sum, and per process VmHWM (summed, and the largest)."""
+        hwm = [_proc_status(pid).get("VmHWM", 0) for pid in process_tree(self.root)]
+        return {
+            "processes": len(hwm),
+            "peak_rss_sum_mb": self.peak_kb / 1024,
+            "hwm_sum_mb": sum(hwm) / 1024,
+            "hwm_max_mb": max(hwm, default=0) / 1024,
+        }
+
+
+def start_beat(database_url: str, redis_url: str, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "WALLET_MNEMONIC": MNEMONIC,
+        "CASHU_ENV": "development",
+    }
+    env.pop("WALLET_MNEMONIC_FILE", None)
+    log = open(MINT_ROOT_DIR / f"bench-beat-{os.getpid()}.log", "ab")  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [str(CELERY_BIN), "-A", "tasks", "beat", "-l", "WARNING"]
+            + ["-s", str(workdir / "celerybeat-schedule")],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def run_nutshell(mint_url: str, rounds: int, repeat: int) -> dict:
+    """bench/nutshell_workload.py in .venv-mint: one process, all repetitions."""
+    request = {
+        "mint_url": mint_url,
+        "rounds": rounds,
+        "repeat": repeat,
+        "warmup_invoice": make_invoice(MELT_AMOUNT),
+        "invoices": [[make_invoice(MELT_AMOUNT) for _ in range(rounds)] for _ in range(repeat)],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-nutshell-") as tmp:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tmp,
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
+            "CASHU_DIR": str(Path(tmp) / ".cashu"),
+            "MINT_URL": mint_url,
+            "TOR": "FALSE",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = subprocess.run(
+            [str(MINT_PYTHON), str(NUTSHELL_SCRIPT)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            env=env,
+            timeout=120 + 30 * rounds * (repeat + 1),
+        )
+    try:
+        reply = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        reply = {"ok": False, "error": f"no reply (exit {proc.returncode})"}
+    if not reply.get("ok"):
+        tail = "\n".join(proc.stderr.splitlines()[-30:])
+        raise RuntimeError(f"Nutshell workload failed: {reply.get('error')}\n{tail}")
+    return reply["result"]
+
+
+# --- prepare latency with many proofs --------------------------------------------------------
+
+INSERT_PROOFS = """
+INSERT INTO proofs (wallet, mint_url, unit, keyset_id, amount, secret, "C", y, state)
+SELECT :wallet, :mint_url, :unit, :keyset_id, (1::bigint << (g % 12)),
+       :tag || '-' || g,
+       '02' || md5(:tag || 'c' || g) || md5(:tag || 'C' || g),
+       '02' || md5(:tag || 'y' || g) || md5(:tag || 'Y' || g),
+       'unspent'
+FROM generate_series(1, :n) AS g
+"""
+
+
+def insert_fake_proofs(
+    database_url: str, wallet: str, mint_url: str, keyset_id: str, n: int
+) -> float:
+    """N unspent fake proofs (amounts 2^(g % 12), unique secrets and Ys) in one statement,
+    then VACUUM ANALYZE (a wallet that has held them a while). Returns the seconds it took."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    started = time.perf_counter()
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                text(INSERT_PROOFS),
+                {
+                    "wallet": wallet,
+                    "mint_url": mint_url,
+                    "unit": "sat",
+                    "keyset_id": keyset_id,
+                    "tag": f"bench-{uuid.uuid4().hex[:8]}",
+                    "n": n,
+                },
+            )
+            conn.execute(text("VACUUM ANALYZE proofs"))
+    finally:
+        engine.dispose()
+    return time.perf_counter() - started
+
+
+def prepare_latency(
+    client: CashuClient,
+    database_url: str,
+    mint_url: str,
+    keyset_id: str,
+    n: int,
+    prepares: int,
+    tag: str,
+) -> dict[str, Any]:
+    """Median client-visible latency of send.prepare (7 sat) and melt.prepare (5 sat invoice)
+    for a wallet of N unspent proofs; each prepare is rolled back / cancelled right after."""
+    wallet = f"{tag}-big-{n}"
+    insert_s = insert_fake_proofs(database_url, wallet, mint_url, keyset_id, n)
+    invoices = [make_invoice(MELT_AMOUNT) for _ in range(prepares + 2)]
+
+    def send_once() -> float:
+        t0 = time.perf_counter()
+        op = client.send_prepare(wallet, mint_url, SEND_AMOUNT)
+        elapsed = time.perf_counter() - t0
+        client.send_rollback(op["id"])
+        return elapsed
+
+    def melt_once() -> float:
+        invoice = invoices.pop()
+        t0 = time.perf_counter()
+        op = client.melt_prepare(wallet, mint_url, invoice)
+        elapsed = time.perf_counter() - t0
+        client.melt_cancel(op["id"])
+        return elapsed
+
+    for _ in range(2):  # warm-up: a cold index, a worker child's first look at the wallet
+        send_once()
+        melt_once()
+    send = [send_once() for _ in range(prepares)]
+    melt = [melt_once() for _ in range(prepares)]
+    return {
+        "proofs": n,
+        "insert_s": insert_s,
+        "send_ms": 1000 * statistics.median(send),
+        "melt_ms": 1000 * statistics.median(melt),
+        "send_p90_ms": 1000 * _quantile(send, 0.9),
+        "melt_p90_ms": 1000 * _quantile(melt, 0.9),
+    }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def _median_ms(reps: list[dict], kind: str) -> float:
+    return 1000 * statistics.median(statistics.mean(r["times"][kind]) for r in reps)
+
+
+def _per_op(reps: list[dict]) -> dict[str, float]:
+    figures = {kind: _median_ms(reps, kind) for kind in KINDS}
+    rounds = [sum(statistics.mean(r["times"][k]) for k in KINDS) for r in reps]
+    figures["round"] = 1000 * statistics.median(rounds)
+    return figures
+
+
+def _fees(reps: list[dict]) -> dict[str, Any]:
+    first = reps[0]
+    return {
+        "fees": statistics.median(r["fees"] for r in reps),
+        "fees_by_balance": statistics.median(r["fees_by_balance"] for r in reps),
+        "fee_requests": statistics.median(r["fee_requests"] for r in reps),
+        "routing": first["routing"],
+        "per_rep": [r["fees"] for r in reps],
+    }
+
+
+def wait_for_watcher(client: CashuClient, wallets: list[str], timeout: float) -> dict[str, int]:
+    """Sends stay pending until the beat's check_sends finds their tokens claimed."""
+    deadline = time.monotonic() + timeout
+    pending = wallets
+    while pending and time.monotonic() < deadline:
+        pending = [w for w in pending if client.balance(w)["pending"]]
+        if pending:
+            time.sleep(1)
+    return {"wallets": len(wallets), "still_pending": len(pending)}
+
+
+def run_benchmark(
+    *,
+    rounds: int = 20,
+    repeat: int = 3,
+    concurrency: list[int] | None = None,
+    proofs: list[int] | None = None,
+    prepares: int = 20,
+    database_url: str = DEFAULT_DATABASE_URL,
+    redis_url: str = DEFAULT_REDIS_URL,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """The whole benchmark; returns every figure (format_report prints them)."""
+    import redis
+    from worker_harness import start_worker
+
+    concurrency = concurrency or [1, 4, 8]
+    proofs = proofs if proofs is not None else [10_000, 100_000, 1_000_000]
+    run_tag = f"bench-{uuid.uuid4().hex[:6]}"
+    result: dict[str, Any] = {
+        "settings": {
+            "rounds": rounds,
+            "repeat": repeat,
+            "concurrency": concurrency,
+            "proofs": proofs,
+            "prepares": prepares,
+            "input_fee_ppk": INPUT_FEE_PPK,
+            "worker_processes": max(concurrency),
+            "cpus": os.cpu_count(),
+            "load_at_start": os.getloadavg()[0],
+        }
+    }
+    mint: RunningMint | None = None
+    worker = None
+    beat: subprocess.Popen[bytes] | None = None
+    sampler: MemorySampler | None = None
+    workdir = Path(
+        tempfile.mkdtemp(prefix="bench-", dir=MINT_ROOT_DIR if MINT_ROOT_DIR.exists() else None)
+    )
+    try:
+        log("starting mint, database, Redis, worker and beat")
+        mint = start_mint(input_fee_ppk=INPUT_FEE_PPK)
+        prepare_database(database_url)
+        redis.Redis.from_url(redis_url).flushdb()
+        worker = start_worker(
+            database_url=database_url,
+            redis_url=redis_url,
+            mnemonic=MNEMONIC,
+            concurrency=max(concurrency),
+        )
+        assert worker.proc is not None
+        sampler = MemorySampler(worker.proc.pid).start()
+        beat = start_beat(database_url, redis_url, workdir)
+        client = CountingClient(redis_url, timeout=CALL_TIMEOUT)
+        view = client.mints_add(mint.url)
+        url = view["url"]
+        keyset_id = next(k["id"] for k in view["keysets"] if k["active"] and k["unit"] == "sat")
+
+        # --- 1, 2: the workload three ways --------------------------------------------------
+        log("warming the worker up (every process: one round per client at once)")
+        run_clients(max(concurrency), 1, url, redis_url, f"{run_tag}-warm")
+        mint_client = MintClient(mint.url)
+        keysets = fetch_keysets(mint_client)
+        floor_warm = Tally()
+        floor_round(
+            FloorWallet(mint_client, keysets),
+            FloorWallet(mint_client, keysets),
+            make_invoice(5),
+            floor_warm,
+        )
+        reps: dict[str, list[dict]] = {"worker": [], "floor": []}
+        sent_from: list[str] = []
+        tasks_per_round: list[float] = []
+        for rep in range(repeat):
+            log(f"repetition {rep + 1}/{repeat}: floor, then worker ({rounds} rounds each)")
+            invoices = [make_invoice(MELT_AMOUNT) for _ in range(2 * rounds)]
+            t = Tally()
+            fa, fb = FloorWallet(mint_client, keysets), FloorWallet(mint_client, keysets)
+            for _ in range(rounds):
+                floor_round(fa, fb, invoices.pop(), t)
+            rep_floor = t.as_dict()
+            rep_floor["balance"] = fa.balance + fb.balance
+            reps["floor"].append(rep_floor)
+
+            t = Tally()
+            a, b = f"{run_tag}-r{rep}-A", f"{run_tag}-r{rep}-B"
+            tasks_before = client.tasks
+            for _ in range(rounds):
+                worker_round(client, url, a, b, invoices.pop(), t)
+            tasks_per_round.append((client.tasks - tasks_before) / rounds)
+            rep_worker = t.as_dict()
+            rep_worker["balance"] = client.balance(a)["spendable"] + client.balance(b)["spendable"]
+            reps["worker"].append(rep_worker)
+            sent_from.append(a)
+        for way_reps in reps.values():
+            for r in way_reps:
+                r["fees_by_balance"] = r["minted"] - r["melted"] - r["routing"] - r["balance"]
+        log(f"Nutshell's wallet ({rounds} rounds x {repeat}, one process in .venv-mint)")
+        nutshell = run_nutshell(mint.url, rounds, repeat)
+        reps["nutshell"] = nutshell["reps"]
+        result["nutshell_version"] = nutshell["version"]
+        result["per_op_ms"] = {way: _per_op(reps[way]) for way in WAYS}
+        result["ratios"] = {
+            f"worker/{other}": {
+                key: result["per_op_ms"]["worker"][key] / result["per_op_ms"][other][key]
+                for key in (*KINDS, "round")
+            }
+            for other in ("floor", "nutshell")
+        }
+        result["fees"] = {way: _fees(reps[way]) for way in WAYS}
+        result["worker_tasks_per_round"] = statistics.median(tasks_per_round)
+        result["worker_lock_waits"] = sum(r["lock_waits"] for r in reps["worker"])
+        result["raw"] = reps
+        result["sends_finalized_by_watcher"] = wait_for_watcher(client, sent_from, timeout=30)
+
+        # --- 3: throughput with concurrent clients ------------------------------------------
+        result["throughput"] = []
+        for clients in concurrency:
+            runs = []
+            for rep in range(repeat):
+                log(f"throughput: {clients} client(s), {rounds} rounds each, {rep + 1}/{repeat}")
+                runs.append(
+                    run_clients(clients, rounds, url, redis_url, f"{run_tag}-c{clients}-{rep}")
+                )
+            best = sorted(runs, key=lambda r: r["rounds_per_s"])[len(runs) // 2]  # the median
+            result["throughput"].append(
+                {**best, "runs_rounds_per_s": [r["rounds_per_s"] for r in runs]}
+            )
+
+        # --- 4: prepare latency with many proofs, worker memory ------------------------------
+        result["prepare"] = []
+        for n in proofs:
+            log(f"prepare latency with {n} unspent proofs in the wallet")
+            result["prepare"].append(
+                prepare_latency(client, database_url, url, keyset_id, n, prepares, run_tag)
+            )
+        result["worker_memory"] = sampler.report()
+        result["targets"] = targets(result)
+        client.close()
+        mint_client.close()
+        return result
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        stop_group(beat)
+        if worker is not None:
+            worker.stop()
+        if mint is not None:
+            mint.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with its figure and whether it is met."""
+    out = []
+    for kind in (*KINDS, "round"):
+        value = result["ratios"]["worker/floor"][kind]
+        out.append(
+            {
+                "name": f"{kind}: worker / floor <= {TARGET_PER_OP_VS_FLOOR}",
+                "value": value,
+                "ok": value <= TARGET_PER_OP_VS_FLOOR,
+            }
+        )
+    speedup = result["per_op_ms"]["nutshell"]["round"] / result["per_op_ms"]["worker"]["round"]
+    out.append(
+        {
+            "name": f"workload: Nutshell / worker >= {TARGET_SPEEDUP_VS_NUTSHELL}",
+            "value": speedup,
+            "ok": speedup >= TARGET_SPEEDUP_VS_NUTSHELL,
+        }
+    )
+    prepare = sorted(result["prepare"], key=lambda p: p["proofs"])
+    if len(prepare) >= 2:
+        low, high = prepare[0], prepare[-1]
+        for kind in ("send", "melt"):
+            growth = high[f"{kind}_ms"] / low[f"{kind}_ms"]
+            out.append(
+                {
+                    "name": f"{kind} prepare: {high['proofs']} / {low['proofs']} proofs "
+                    f"<= {TARGET_PREPARE_GROWTH}",
+                    "value": growth,
+                    "ok": growth <= TARGET_PREPARE_GROWTH,
+                }
+            )
+    fees = result["fees"]
+    out.append(
+        {
+            "name": "input fees: worker <= Nutshell (sat)",
+            "value": f"{fees['worker']['fees']} vs {fees['nutshell']['fees']}",
+            "ok": fees["worker"]["fees"] <= fees["nutshell"]["fees"],
+        }
+    )
+    return out
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def format_report(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    per_op, ratios = result["per_op_ms"], result["ratios"]
+    lines = [
+        f"cashu-worker workload benchmark: {s['rounds']} rounds x {s['repeat']} repetitions, "
+        f"mint input_fee_ppk={s['input_fee_ppk']}, worker -c {s['worker_processes']} prefork "
+        f"+ beat, {s['cpus']} CPUs, load {s['load_at_start']:.1f} at start, "
+        f"Nutshell wallet {result.get('nutshell_version', '?')}",
+        "",
+        "ms per operation (median over repetitions of each repetition's mean)",
+        f"{'':<9}{'worker':>9}{'floor':>9}{'nutshell':>10}{'w/floor':>9}{'w/nutshell':>12}",
+    ]
+    for key in (*KINDS, "round"):
+        lines.append(
+            f"{key:<9}{per_op['worker'][key]:>9.1f}{per_op['floor'][key]:>9.1f}"
+            f"{per_op['nutshell'][key]:>10.1f}{ratios['worker/floor'][key]:>9.2f}"
+            f"{ratios['worker/nutshell'][key]:>12.2f}"
+        )
+    lines.append(
+        f"(worker: {result['worker_tasks_per_round']:.1f} tasks per round; calls refused because"
+        f" a beat poller held the operation: {result['worker_lock_waits']})"
+    )
+    lines += [
+        "",
+        f"throughput, cashu-worker ({s['rounds']} rounds per client, each its own wallet pair;"
+        " median of the repetitions)",
+        f"{'clients':<9}{'rounds/s':>9}{'ops/s':>9}{'tasks/s':>9}{'ms/round':>10}{'locked':>8}",
+    ]
+    for row in result["throughput"]:
+        lines.append(
+            f"{row['clients']:<9}{row['rounds_per_s']:>9.2f}{row['ops_per_s']:>9.2f}"
+            f"{row['tasks_per_s']:>9.1f}{row['round_ms']:>10.0f}{row['lock_waits']:>8}"
+        )
+    lines += [
+        "",
+        f"prepare latency, ms (median of {s['prepares']}; each cancelled right after)",
+        f"{'proofs':<10}{'send':>8}{'melt':>8}{'send p90':>10}{'melt p90':>10}{'insert s':>10}",
+    ]
+    for row in result["prepare"]:
+        lines.append(
+            f"{row['proofs']:<10}{row['send_ms']:>8.1f}{row['melt_ms']:>8.1f}"
+            f"{row['send_p90_ms']:>10.1f}{row['melt_p90_ms']:>10.1f}{row['insert_s']:>10.1f}"
+        )
+    mem = result["worker_memory"]
+    lines += [
+        "",
+        f"worker peak memory: {mem['peak_rss_sum_mb']:.0f} MB (sum of RSS over its "
+        f"{mem['processes']} processes, sampled every 0.25 s); per-process VmHWM sum "
+        f"{mem['hwm_sum_mb']:.0f} MB, largest {mem['hwm_max_mb']:.0f} MB",
+        "",
+        f"input fees over one workload ({s['rounds']} rounds), sat (median of repetitions)",
+        f"{'':<10}{'fees':>6}{'requests':>10}{'by balance':>12}",
+    ]
+    for way in WAYS:
+        f = result["fees"][way]
+        lines.append(f"{way:<10}{f['fees']:>6}{f['fee_requests']:>10}{f['fees_by_balance']:>12}")
+    watcher = result["sends_finalized_by_watcher"]
+    lines.append(
+        f"(sends left pending after the watcher's ticks: {watcher['still_pending']} of "
+        f"{watcher['wallets']} wallets)"
+    )
+    lines += ["", "targets"]
+    for t in result["targets"]:
+        value = t["value"] if isinstance(t["value"], str) else f"{t['value']:.2f}"
+        lines.append(f"  {'ok  ' if t['ok'] else 'MISS'} {t['name']}: {value}")
+    return "\n".join(lines)
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()] if text.strip() else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=_int_list, default=[1, 4, 8])
+    parser.add_argument("--proofs", type=_int_list, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--prepares", type=int, default=20)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    result = run_benchmark(
+        rounds=args.rounds,
+        repeat=args.repeat,
+        concurrency=args.concurrency,
+        proofs=args.proofs,
+        prepares=args.prepares,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+    )
+    print(format_report(result), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
