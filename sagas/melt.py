@@ -79,6 +79,7 @@ from sagas.proofs import (
     release_proofs,
     select_and_reserve,
     set_proof_state,
+    spendable_candidates,
     store_operation_proofs,
     to_wire,
 )
@@ -146,9 +147,15 @@ def prepare(
         mint_url = require_trusted_mint(session, mint_url)
         keysets = load_keysets(session, mint_url)
         keyset = active_keyset(keysets, "sat", mint_url)
-        spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
-    if spendable < amount:  # no quote for a payment the wallet cannot make
-        raise InsufficientBalanceError(f"wallet {wallet!r} has {spendable} sat, needs {amount}+")
+        # No quote for a payment the wallet cannot make. The bounded read answers at
+        # once for a wallet that can; only a short one is summed in full.
+        quick = spendable_candidates(session, wallet, mint_url, keyset.unit, covering=amount)
+        if sum(c.amount for c in quick) < amount:
+            spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
+            if spendable < amount:
+                raise InsufficientBalanceError(
+                    f"wallet {wallet!r} has {spendable} sat, needs {amount}+"
+                )
     quote = ctx.mint_client(mint_url).create_melt_quote(invoice, keyset.unit, method)
     needed = quote.amount + quote.fee_reserve
     fees = fee_ppk(keysets)

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # Beat intervals (seconds).
     poll_mint_quotes_seconds: float = 5.0
     poll_melts_seconds: float = 5.0
+    # Pollers skip operations that moved less than this long ago (their caller is on it).
+    poll_min_age_seconds: float = 3.0
     check_sends_seconds: float = 5.0
     recovery_seconds: float = 30.0
     relay_events_seconds: float = 2.0

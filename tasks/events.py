@@ -30,6 +30,8 @@ STREAM = "cashu:events"
 STREAM_MAXLEN = 100_000
 BATCH = 500
 RELAY_LOCK_KEY = 0x63617368755F7276  # pg advisory lock key: b"cashu_rv"
+RELAY_QUEUED_KEY = "cashu:relay:queued"
+RELAY_QUEUED_TTL_MS = 2000
 
 
 def event_message(event: Event) -> dict[str, Any]:
@@ -90,6 +92,8 @@ def relay_events(limit: int = BATCH) -> int:
 
 @app.task(name="cashu.events.relay")
 def relay() -> int:
+    # Cleared before reading: events committed from here on ask for a relay of their own.
+    get_redis().delete(RELAY_QUEUED_KEY)
     count = relay_events()
     if count == BATCH:
         send_relay()  # more are waiting
@@ -97,8 +101,14 @@ def relay() -> int:
 
 
 def send_relay() -> None:
-    """Ask for a relay run; called after a saga step returned (its commits are done)."""
+    """Ask for a relay run; called after a saga step returned (its commits are done).
+
+    At most one relay waits in the queue at a time: a relay that has not started yet
+    will read every event committed before it starts, so asking again adds nothing.
+    The flag lapses by itself if that relay is lost; the beat's tick catches up too.
+    """
     try:
-        relay.apply_async()
+        if get_redis().set(RELAY_QUEUED_KEY, 1, nx=True, px=RELAY_QUEUED_TTL_MS):
+            relay.apply_async()
     except Exception:  # the beat's relay tick catches up
         logger.warning("could not send cashu.events.relay", exc_info=True)

@@ -33,13 +33,13 @@ def run() -> dict[str, int]:
 @app.task(name="cashu.beat.poll_melts")
 def poll_melts() -> dict[str, int]:
     """Pending (and stuck executing) melts: settle each from its quote's state."""
-    return _sweep(kinds={"melt"}, states={"pending", "executing"})
+    return _sweep(kinds={"melt"}, states={"pending", "executing"}, min_ages=_settling_time("melt"))
 
 
 @app.task(name="cashu.beat.poll_mint_quotes")
 def poll_mint_quotes() -> dict[str, int]:
     """Pending (and stuck executing) mint operations: issue once paid, fail once expired."""
-    return _sweep(kinds={"mint"}, states={"pending", "executing"})
+    return _sweep(kinds={"mint"}, states={"pending", "executing"}, min_ages=_settling_time("mint"))
 
 
 def prepared_min_ages() -> dict[tuple[str, str], timedelta]:
@@ -52,3 +52,10 @@ def prepared_min_ages() -> dict[tuple[str, str], timedelta]:
 def cancel_stale() -> dict[str, int]:
     """Prepared operations untouched for CASHU_PREPARED_MAX_AGE_SECONDS: cancelled."""
     return _sweep(states={"prepared"}, min_ages=prepared_min_ages())
+
+
+def _settling_time(kind: str) -> dict[tuple[str, str], timedelta]:
+    """Pollers leave an operation alone for a moment after it last moved: its caller is
+    usually about to take the next step, and would otherwise find the lock held."""
+    age = timedelta(seconds=get_settings().poll_min_age_seconds)
+    return {(kind, "pending"): age, (kind, "executing"): age}

@@ -86,6 +86,8 @@ class RunningWorker:
                 "REDIS_URL": self.redis_url,
                 "WALLET_MNEMONIC": self.mnemonic,
                 "CASHU_ENV": "development",
+                # Tests call the pollers right after an operation moved, as a beat tick could.
+                "CASHU_POLL_MIN_AGE_SECONDS": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )
