@@ -49,7 +49,12 @@ from sagas.engine import (
     update_operation,
     validate_amount,
 )
-from sagas.errors import InvalidRequestError, InvalidStateError, TokenLockedError
+from sagas.errors import (
+    InvalidAmountError,
+    InvalidRequestError,
+    InvalidStateError,
+    TokenLockedError,
+)
 from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
 from sagas.proofs import (
     proofs_of_operation,
@@ -119,6 +124,11 @@ def prepare(
         keyset = active_keyset(keysets, unit, mint_url)
         fees = fee_ppk(keysets)
         receiver_fee = _receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
+        if not include_receiver_fee and amount <= _receiver_fee(amount, keyset.input_fee_ppk):
+            raise InvalidAmountError(
+                f"a token of {amount} {unit} cannot be received: the receiver's swap costs "
+                "that much; send more, or pass include_receiver_fee"
+            )
         send_amount = amount + receiver_fee
         op = Operation(
             id=uuid.uuid4(),

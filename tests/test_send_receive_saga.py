@@ -25,6 +25,7 @@ from sagas import send as send_saga
 from sagas.engine import SagaContext
 from sagas.errors import (
     InsufficientBalanceError,
+    InvalidAmountError,
     TokenAlreadySpentError,
     TokenLockedError,
     UnknownMintError,
@@ -80,6 +81,19 @@ def test_proofs_that_match_exactly_go_out_without_swap_or_fee(
     assert decode_token(sent["token"]).amount == 32
     assert bal(saga_context, wallet_id)["spendable"] == 64
     assert bal(saga_context, wallet_id)["pending"] == 32
+
+
+def test_a_send_too_small_to_cover_the_receivers_fee_is_refused(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 8)
+
+    with pytest.raises(InvalidAmountError):
+        send_saga.prepare(saga_context, wallet_id, mint_url, 1)
+    covered = send_saga.prepare(saga_context, wallet_id, mint_url, 1, include_receiver_fee=True)
+
+    assert covered["send_amount"] == 2
+    assert bal(saga_context, wallet_id)["total"] == 8
 
 
 def test_cancelling_a_prepared_send_releases_its_inputs(
