@@ -496,7 +496,7 @@ class ProofsSpentAtMintError(SagaError):
     code = "PROOFS_SPENT_AT_MINT"
 
 
-class TooManyDeliveriesError(_CodedError):
+class TooManyDeliveriesError(SagaError):
     """The task's message was delivered too many times (its worker kept dying): given up."""
 
     code = "TOO_MANY_DELIVERIES"

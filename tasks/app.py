@@ -24,6 +24,7 @@ from beat_schedule import make_beat_schedule
 from models.db import dispose_engines
 from nuts.client import close_mint_clients
 from nuts.errors import CashuError
+from sagas.errors import SagaError, Severity
 from tasks import log_format
 from tasks.config import Settings, get_settings
 
@@ -50,10 +51,11 @@ TASK_ROUTES = {
 DELIVERY_KEY = "cashu:deliveries:"
 
 
-class TooManyDeliveriesError(CashuError):
+class TooManyDeliveriesError(SagaError):
     """The task's message was delivered too many times (its worker kept dying): given up."""
 
     code = "TOO_MANY_DELIVERIES"
+    severity = Severity.CRITICAL  # the step keeps killing workers: a person must look
 
 
 # --- secrets stay out of logs, events and inspect replies (DESIGN.md rule 9) ----------------
@@ -240,7 +242,11 @@ class CashuTask(Task):
         request = self.request
         in_worker = bool(request.id and not request.is_eager and request.delivery_info)
         if in_worker:
-            _count_delivery(request.id, request.delivery_info)
+            try:
+                _count_delivery(request.id, request.delivery_info)
+            except TooManyDeliveriesError as exc:
+                _mark_operation(kwargs.get("operation_id"), exc)
+                raise
             # result_extended stores the request's args next to the result: redacted there
             # (the task below still gets the real ones).
             request.args, request.kwargs = redact(list(args)), redact(kwargs)
@@ -258,6 +264,20 @@ class CashuTask(Task):
                 get_redis().delete(DELIVERY_KEY + task_id)
             except Exception:  # it expires by itself
                 logger.debug("could not drop the delivery count of %s", task_id, exc_info=True)
+
+
+def _mark_operation(operation_id: object, error: TooManyDeliveriesError) -> None:
+    """A step that keeps killing its worker: say so on the operation, for a person to see."""
+    if not operation_id:
+        return
+    from models.db import unit_of_work
+    from sagas.engine import get_operation, update_operation
+
+    try:
+        with unit_of_work(get_settings().database_url) as session:
+            update_operation(session, get_operation(session, str(operation_id)), error=error)
+    except CashuError:  # no such operation, or it moved meanwhile: nothing to mark
+        logger.warning("could not mark operation %s: %s", operation_id, error)
 
 
 def _count_delivery(task_id: str, delivery_info: dict[str, Any]) -> None:

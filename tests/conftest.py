@@ -42,16 +42,20 @@ def fresh_mint() -> Iterator[Callable[..., RunningMint]]:
 TEST_MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A freshly migrated test database (alembic upgrade head on an empty schema)."""
+def migrate_fresh(url: str) -> str:
+    """Create the database if missing, empty its schema, and run alembic upgrade head."""
     import os
 
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
-    url = os.environ.get(
-        "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_test"
-    )
+    name = make_url(url).database
+    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
@@ -72,7 +76,19 @@ def database_url() -> Iterator[str]:
             os.environ.pop("DATABASE_URL")
         else:
             os.environ["DATABASE_URL"] = previous
-    yield url
+    return url
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A freshly migrated test database (alembic upgrade head on an empty schema)."""
+    import os
+
+    yield migrate_fresh(
+        os.environ.get(
+            "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_test"
+        )
+    )
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ class SlowProxy:
         self.delays: dict[str, float] = {}
         self.answered = threading.Event()  # a held request was answered by the mint
         self.held: list[str] = []  # paths of the requests held so far
+        self.seen: list[str] = []  # paths of every request forwarded
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._client = httpx.Client(timeout=30.0)
@@ -59,6 +60,7 @@ class SlowProxy:
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 path = self.path.split("?", 1)[0]
+                proxy.seen.append(path)
                 delay = proxy.delays.get(path)
                 try:
                     answer = proxy._client.request(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from mint_harness import RunningMint
-from saga_helpers import bal, fund, register_mint
+from saga_helpers import bal, fund, mint_says_unspent, register_mint
 from sqlalchemy import delete, select, update
 
 from models import KeysetCounter, Operation, Proof, ProofState
@@ -187,3 +187,32 @@ def test_nutshell_restores_the_same_balance_from_a_wallets_derived_mnemonic(
 
     assert ours["pending"] == ours["reserved"] == 0
     assert theirs == ours["spendable"]
+
+
+def test_every_wallet_comes_back_into_an_empty_database(
+    saga_context: SagaContext, database_url: str, mint_url: str, wallet_id: str
+) -> None:
+    """The disaster: the database is gone. A new, empty one, the master mnemonic and the
+    mint bring each wallet back to the sat."""
+    import dataclasses
+    from functools import partial
+
+    from conftest import migrate_fresh
+
+    from models.db import unit_of_work
+
+    wallets = {f"{wallet_id}-{n}": amount for n, amount in enumerate((300, 128, 77))}
+    for wallet, amount in wallets.items():
+        fund(saga_context, wallet, mint_url, amount)
+    op = send_saga.prepare(saga_context, f"{wallet_id}-0", mint_url, 99)
+    send_saga.execute(saga_context, op["id"])  # a token out and unclaimed: still ours
+    before = {wallet: bal(saga_context, wallet)["total"] for wallet in wallets}
+    empty = migrate_fresh(database_url.rsplit("/", 1)[0] + "/cashu_worker_test_disaster")
+    fresh = dataclasses.replace(saga_context, uow=partial(unit_of_work, empty))
+
+    for wallet in wallets:
+        restore_saga.restore_wallet(fresh, wallet, mint_url)  # registers the mint itself
+
+    assert {wallet: bal(fresh, wallet)["spendable"] for wallet in wallets} == before
+    for wallet in wallets:
+        assert mint_says_unspent(fresh, wallet, mint_url)

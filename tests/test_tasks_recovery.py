@@ -1,0 +1,66 @@
+"""Background reconciliation through a real worker: overlapping pollers, the redelivery cap."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from celery import Celery
+from slow_proxy import SlowProxy
+from task_helpers import TIMEOUT, assert_balance, call, db_read, wait_until
+
+pytestmark = pytest.mark.mint
+
+
+def test_two_beats_polling_at_once_send_one_mint_request_per_quote(
+    celery_client: Celery, proxy: SlowProxy, wallet: str, saga_context
+) -> None:
+    ops = [
+        call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=proxy.url, amount=16)
+        for _ in range(4)
+    ]  # FakeWallet pays each quote at once; nobody executes them but the pollers
+    proxy.seen.clear()
+
+    ticks = [
+        celery_client.send_task("cashu.beat.poll_mint_quotes", queue="cashu.beat") for _ in "ab"
+    ]
+    ticks.append(celery_client.send_task("cashu.recovery.run", queue="cashu.beat"))
+    for tick in ticks:
+        tick.get(timeout=TIMEOUT)
+
+    def all_finalized() -> bool:
+        states = {db_read(saga_context, op["id"], lambda o: o.state) for op in ops}
+        if states != {"finalized"}:
+            call(celery_client, "cashu.beat.poll_mint_quotes")
+        return states == {"finalized"}
+
+    assert wait_until(all_finalized, timeout=TIMEOUT)
+    assert proxy.seen.count("/v1/mint/bolt11") == len(ops)
+    assert_balance(celery_client, wallet, spendable=16 * len(ops))
+
+
+def test_a_step_delivered_too_often_fails_and_marks_its_operation(
+    celery_client: Celery, mint_url: str, wallet: str, redis_url: str, saga_context
+) -> None:
+    import redis
+
+    from tasks.app import DELIVERY_KEY
+
+    op = call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=32)
+    task_id = str(uuid.uuid4())
+    # As if the worker had died with this message five times already.
+    redis.Redis.from_url(redis_url).set(DELIVERY_KEY + task_id, 5)
+
+    result = celery_client.send_task(
+        "cashu.mint.execute", kwargs={"operation_id": op["id"]}, task_id=task_id, queue="cashu"
+    )
+    with pytest.raises(Exception) as caught:
+        result.get(timeout=TIMEOUT)
+
+    assert type(caught.value).__name__ == "TooManyDeliveriesError"
+    error = db_read(saga_context, op["id"], lambda o: (o.state, o.error_code, o.error_severity))
+    assert error == ("pending", "TOO_MANY_DELIVERIES", "CRITICAL")
+    assert_balance(celery_client, wallet, spendable=0)
+    # The operation is not lost: a later step still issues it.
+    assert call(celery_client, "cashu.mint.execute", operation_id=op["id"])["state"] == "finalized"
+    assert_balance(celery_client, wallet, spendable=32)
