@@ -62,6 +62,34 @@ def split_amount(amount: int, denominations: Iterable[int] | None = None) -> lis
     return parts
 
 
+def split_to_fill(
+    amount: int,
+    held: Mapping[int, int],
+    target: int = 3,
+    denominations: Iterable[int] | None = None,
+) -> list[int]:
+    """Split `amount` so the wallet holds `target` proofs of each amount it is short of.
+
+    Nutshell's wallet does the same: amounts it lacks come first, smallest first; what
+    is left goes out in powers of two. With a few small proofs at hand, small sends and
+    melts find an exact match later: no swap, and no swap fee.
+    """
+    values = sorted(set(denominations)) if denominations is not None else None
+    wanted = sorted(
+        a
+        for a in (values or [1 << bit for bit in range(max(amount, 1).bit_length())])
+        for _ in range(max(0, target - held.get(a, 0)))
+    )
+    parts: list[int] = []
+    remaining = amount
+    for a in wanted:
+        if a > remaining:
+            break
+        parts.append(a)
+        remaining -= a
+    return sorted(parts + split_amount(remaining, values))
+
+
 def change_blank_count(max_change: int) -> int:
     """NUT-08: blank outputs enough for any change up to `max_change`.
 

@@ -296,6 +296,7 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             op.wallet,
             active_keyset(keysets, op.unit, op.mint_url),
             {"reclaim": sum(p.amount for p in rows) - fee},
+            kept_at=op.mint_url,
         )
         transition(session, op, "rolling_back", data={**outputs_data(planned), "reclaim_fee": fee})
     return _resume_reclaim(ctx, op_id)
@@ -424,6 +425,7 @@ def _write_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
         op.wallet,
         active_keyset(keysets, op.unit, op.mint_url),
         amounts,
+        kept_at=op.mint_url,
     )
     phase = "swap" if op.data["needs_swap"] else "melt"
     transition(session, op, "executing", data={**outputs_data(planned), "phase": phase})

@@ -27,7 +27,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Mint, Operation
-from nuts.amounts import split_amount
 from nuts.errors import (
     InvalidSignatureError,
     KeysetInactiveError,
@@ -66,7 +65,7 @@ from sagas.errors import (
     UnsupportedMethodError,
 )
 from sagas.mints import active_keyset, load_keysets, require_trusted_mint
-from sagas.proofs import store_operation_proofs
+from sagas.proofs import split_for_wallet, store_operation_proofs
 from sagas.recovery import register_rule
 
 KIND = "mint"
@@ -276,7 +275,7 @@ def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> N
     data: dict[str, Any] = {}
     if not op.data.get("outputs"):
         keyset = active_keyset(load_keysets(session, op.mint_url), op.unit, op.mint_url)
-        amounts = split_amount(op.amount)
+        amounts = split_for_wallet(session, op.wallet, op.mint_url, op.unit, op.amount)
         first = allocate_counters(session, op.wallet, keyset.id, len(amounts))
         outputs = derive_outputs(ctx.wallet_seed(op.wallet), keyset.id, amounts, first)
         data["outputs"] = [o.to_dict() for o in outputs]

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Operation, Proof, ProofState
-from nuts.amounts import InsufficientFundsError, select_proofs
+from nuts.amounts import InsufficientFundsError, select_proofs, split_to_fill
 from nuts.models import Proof as WireProof
 from nuts.models import ProofDLEQ
 from nuts.outputs import proof_y
@@ -136,13 +136,25 @@ def spendable_candidates(
         per_amount = [
             select(Proof.id, Proof.amount, Proof.keyset_id)
             .where(*mine, Proof.amount == a)
-            .limit(min(MAX_PER_DENOMINATION, covering // a + 2))
+            .limit(min(MAX_PER_DENOMINATION, covering // a + KEEP_TARGET))
             for a in DENOMINATIONS
         ]
         rows = session.execute(union_all(*per_amount))
     return [Candidate(row_id, amount, keyset_id) for row_id, amount, keyset_id in rows]
 
 
+def split_for_wallet(
+    session: Session, wallet: str, mint_url: str, unit: str, amount: int
+) -> list[int]:
+    """Output amounts for value the wallet keeps: topping up the small amounts it lacks
+    (KEEP_TARGET of each), so later small sends and melts need no swap."""
+    held: dict[int, int] = {}
+    for row in spendable_candidates(session, wallet, mint_url, unit, covering=0):
+        held[row.amount] = held.get(row.amount, 0) + 1
+    return split_to_fill(amount, held, KEEP_TARGET)
+
+
+KEEP_TARGET = 3  # proofs of each amount a wallet likes to hold, as Nutshell's wallet does
 DENOMINATIONS = [1 << bit for bit in range(63)]
 MAX_PER_DENOMINATION = 256
 

@@ -162,6 +162,7 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
                 op.wallet,
                 active_keyset(keysets, op.unit, mint_url),
                 {"outputs": op.amount},
+                kept_at=mint_url,
             )
             transition(session, op, "executing", data=outputs_data(planned))
         op_id = op.id

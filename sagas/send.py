@@ -347,6 +347,7 @@ def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> N
         keyset,
         {"send": op.data["send_amount"], "keep": op.data["keep_amount"]},
         lock_to={"send": op.data["p2pk_pubkey"]} if op.data.get("p2pk_pubkey") else None,
+        kept_at=op.mint_url,
     )
     transition(session, op, "executing", data=outputs_data(planned))
 
@@ -378,6 +379,7 @@ def _plan_reclaim(ctx: SagaContext, session: Session, op: Operation) -> None:
         op.wallet,
         active_keyset(keysets, op.unit, op.mint_url),
         {"reclaim": amount},
+        kept_at=op.mint_url,
     )
     transition(
         session,

@@ -34,6 +34,7 @@ from nuts.models import ProofSpentState
 from nuts.outputs import PreparedOutput, derive_outputs, proof_y, unblind_outputs
 from nuts.p2pk import p2pk_secret
 from sagas.counters import allocate_counters
+from sagas.proofs import split_for_wallet
 
 
 class SwapResult(StrEnum):
@@ -57,15 +58,24 @@ def plan_outputs(
     keyset: Keyset,
     amounts_by_purpose: Mapping[str, int | list[int]],
     lock_to: Mapping[str, str] | None = None,
+    kept_at: str | None = None,
 ) -> dict[str, list[PreparedOutput]]:
     """Deterministic outputs per purpose, from one counter allocation.
 
-    A purpose gets an amount (split into powers of two) or a list of output
-    amounts as they are (NUT-08 blanks). `lock_to` maps a purpose to a public
-    key its outputs are P2PK-locked to.
+    A purpose gets an amount or a list of output amounts as they are (NUT-08
+    blanks). An amount is split in powers of two, the fewest proofs, except for
+    the value the wallet keeps ("keep", "outputs", "reclaim" when `kept_at` names
+    the mint): that tops up the small amounts the wallet lacks (split_for_wallet).
+    `lock_to` maps a purpose to a public key its outputs are P2PK-locked to.
     """
+
+    def split(purpose: str, amount: int) -> list[int]:
+        if kept_at is not None and purpose in KEPT_PURPOSES:
+            return split_for_wallet(session, wallet, kept_at, keyset.unit, amount)
+        return split_amount(amount)
+
     splits = {
-        purpose: list(amount) if isinstance(amount, list) else split_amount(amount)
+        purpose: list(amount) if isinstance(amount, list) else split(purpose, amount)
         for purpose, amount in amounts_by_purpose.items()
     }
     count = sum(len(parts) for parts in splits.values())
@@ -79,6 +89,9 @@ def plan_outputs(
         planned[purpose] = derive_outputs(seed, keyset.id, parts, counter, secrets)
         counter += len(parts)
     return planned
+
+
+KEPT_PURPOSES = frozenset({"keep", "outputs", "reclaim"})
 
 
 def stored_outputs(data: Mapping[str, list[dict]], purpose: str) -> list[PreparedOutput]:

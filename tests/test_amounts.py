@@ -330,3 +330,18 @@ def test_select_property_without_fees_finds_an_exact_match_whenever_one_exists()
         selection = select_proofs(candidates, amount, {})
         if exact_exists:
             assert total(selection) == amount, (case, [p.amount for p in candidates], amount)
+
+
+def test_split_to_fill_tops_up_the_small_amounts_the_wallet_lacks_first() -> None:
+    from nuts.amounts import split_to_fill
+
+    assert split_to_fill(7, {}) == [1, 1, 1, 2, 2]
+    assert split_to_fill(7, {1: 3, 2: 3}) == [1, 2, 4]
+    assert sum(split_to_fill(100, {})) == 100
+    assert split_to_fill(100, {}).count(1) == 3 + 1  # three kept, one from the remainder
+
+
+def test_split_to_fill_with_nothing_to_top_up_is_the_plain_split() -> None:
+    from nuts.amounts import split_to_fill
+
+    assert split_to_fill(100, {}, target=0) == sorted(split_amount(100))

@@ -128,7 +128,7 @@ def test_history_tells_each_operation_newest_first_and_adds_up_to_the_balance(
     assert (
         moved - sum(e["fee"] for e in items)
         == total(ctx, alice)
-        == 1000 - 101 - (reclaimed["fee"] + reclaim["reclaim_fee"])
+        == 1000 - 100 - sent["fee"] - (reclaimed["fee"] + reclaim["reclaim_fee"])
     )
 
     bob_items = entries(ctx, bob)

@@ -73,18 +73,15 @@ def test_a_send_received_by_another_wallet_then_finalized_by_the_watcher(
     celery_worker, celery_client: Celery, mint_url: str, alice: str, bob: str, saga_context
 ) -> None:
     client = celery_client
-    fund(client, alice, mint_url, 1000)  # 512 + 256 + 128 + 64 + 32 + 8
+    fund(client, alice, mint_url, 1000)
 
     prepared = call(
         client, "cashu.send.prepare", wallet=alice, mint_url=mint_url, amount=100, memo="lunch"
     )
-    assert (prepared["state"], prepared["amount"], prepared["needs_swap"]) == (
-        "prepared",
-        100,
-        True,
-    )
+    assert (prepared["state"], prepared["amount"]) == ("prepared", 100)
     fee = prepared["fee"]
-    assert fee == 1 and prepared["input_amount"] >= 100 + fee
+    assert fee == (1 if prepared["needs_swap"] else 0)
+    assert prepared["input_amount"] >= 100 + fee
     assert_balance(
         client, alice, spendable=1000 - prepared["input_amount"], reserved=prepared["input_amount"]
     )
@@ -161,7 +158,7 @@ def test_reclaiming_an_unclaimed_token_returns_it_minus_the_swap_fee(
     celery_client: Celery, mint_url: str, alice: str, bob: str, saga_context
 ) -> None:
     client = celery_client
-    fund(client, alice, mint_url, 100)  # 64 + 32 + 4
+    fund(client, alice, mint_url, 100)
     op = call(client, "cashu.send.prepare", wallet=alice, mint_url=mint_url, amount=21)
     token = call(client, "cashu.send.execute", operation_id=op["id"])["token"]
     assert_balance(client, alice, spendable=100 - 21 - op["fee"], pending=21)
@@ -289,7 +286,7 @@ def test_cancel_stale_cancels_prepared_sends_older_than_the_configured_age(
     celery_client: Celery, mint_url: str, alice: str, saga_context: SagaContext
 ) -> None:
     client = celery_client
-    fund(client, alice, mint_url, 56)  # 32 + 16 + 8
+    fund(client, alice, mint_url, 56)
     fresh = call(client, "cashu.send.prepare", wallet=alice, mint_url=mint_url, amount=8)
     stale = call(client, "cashu.send.prepare", wallet=alice, mint_url=mint_url, amount=16)
     with saga_context.uow() as session:  # untouched for 25 h (default age: 24 h)
@@ -373,9 +370,17 @@ def test_a_worker_killed_mid_swap_on_send_loses_nothing(
     redis_url: str,
 ) -> None:
     client, url = celery_client, proxy.url
-    fund(client, alice, url, 200)  # 128 + 64 + 8
-    op = call(client, "cashu.send.prepare", wallet=alice, mint_url=url, amount=50)
-    inputs = op["input_amount"]
+    fund(client, alice, url, 200)
+    # include_receiver_fee: the token is split anew, so the send swaps
+    op = call(
+        client,
+        "cashu.send.prepare",
+        wallet=alice,
+        mint_url=url,
+        amount=50,
+        include_receiver_fee=True,
+    )
+    inputs, out = op["input_amount"], op["send_amount"]
 
     kill_worker_while_held(celery_worker, client, proxy, "cashu.send.execute", op["id"], SWAP_PATH)
 
@@ -387,14 +392,15 @@ def test_a_worker_killed_mid_swap_on_send_loses_nothing(
     recover(celery_worker, client, redis_url, op["id"], until="pending")
 
     sent = op_view(client, op["id"])
-    assert decode_token(sent["token"]).amount == 50
-    assert_balance(client, alice, spendable=200 - 50 - op["fee"], pending=50)
-    assert inputs - 50 - op["fee"] == sent["keep_amount"]
+    assert decode_token(sent["token"]).amount == out
+    assert_balance(client, alice, spendable=200 - out - op["fee"], pending=out)
+    assert inputs - out - op["fee"] == sent["keep_amount"]
     assert_mint_agrees(saga_context, url, alice)
     received = call(client, "cashu.receive.redeem", wallet=bob, token=sent["token"])
     assert finalized_by_the_watcher(client, op["id"])
-    assert_balance(client, alice, spendable=200 - 50 - op["fee"])
-    assert_balance(client, bob, spendable=50 - received["fee"])
+    assert_balance(client, alice, spendable=200 - out - op["fee"])
+    assert_balance(client, bob, spendable=out - received["fee"])
+    assert received["amount"] == 50  # the sender covered the receiver's fee
     assert_mint_agrees(saga_context, url, bob)
     assert_no_token_in_worker_log(celery_worker)
 
