@@ -87,6 +87,7 @@ for _path in (REPO, REPO / "tests"):
 
 import redis  # noqa: E402
 from celery import states  # noqa: E402
+from db_harness import TEST_MNEMONIC, migrate_fresh  # noqa: E402
 from mint_harness import (  # noqa: E402
     MINT_ROOT_DIR,
     RunningMint,
@@ -101,7 +102,6 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from worker_harness import RunningWorker  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_chaos"
-MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 REDIS_DB = 13
 LOG_DIR = MINT_ROOT_DIR  # .test-mints/, git-ignored
 
@@ -283,33 +283,6 @@ def exclusive_database(url: str, log: Callable[[str], None]) -> Iterator[None]:
         engine.dispose()
 
 
-def prepare_database(url: str) -> None:
-    """Create the database if missing, drop its schema, migrate it (alembic upgrade head)."""
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-        )
-        if not exists:
-            with contextlib.suppress(Exception):  # created meanwhile by someone else
-                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
-    admin.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=REPO,
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 # --- the harness -------------------------------------------------------------------------------
 
 
@@ -366,7 +339,7 @@ class Chaos:
 
     def setup(self) -> None:
         self.log(f"database {make_url(self.database_url).database}: drop, migrate")
-        prepare_database(self.database_url)
+        migrate_fresh(self.database_url)
         self.engine = create_engine(self.database_url, pool_pre_ping=True, pool_size=2)
         self.redis = RedisServer().start()
         self.redis_client = redis.Redis.from_url(self.redis.url())
@@ -379,7 +352,7 @@ class Chaos:
         self.worker = RunningWorker(
             database_url=self.database_url,
             redis_url=self.redis.url(),
-            mnemonic=MNEMONIC,
+            mnemonic=TEST_MNEMONIC,
             concurrency=3,
             env_overrides=WORKER_ENV,
         ).start()

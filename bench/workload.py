@@ -61,6 +61,7 @@ for _path in (REPO, REPO / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from db_harness import TEST_MNEMONIC, migrate_fresh  # noqa: E402
 from mint_harness import MINT_ROOT_DIR, RunningMint, make_invoice, start_mint  # noqa: E402
 
 from cashu_client import CashuClient, OperationInProgressError  # noqa: E402
@@ -74,7 +75,6 @@ from nuts.tokens import Token, decode_token, encode_token_v4, expand_keyset_ids 
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 MINT_PYTHON = REPO / ".venv-mint" / "bin" / "python"
 NUTSHELL_SCRIPT = Path(__file__).resolve().parent / "nutshell_workload.py"
 CELERY_BIN = REPO / ".venv" / "bin" / "celery"
@@ -371,36 +371,6 @@ def run_clients(clients: int, rounds: int, mint_url: str, redis_url: str, tag: s
 # --- infrastructure --------------------------------------------------------------------------
 
 
-def prepare_database(url: str) -> None:
-    """Create the database if missing, drop its schema, migrate it (alembic upgrade head)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-        )
-        if not exists:
-            with contextlib.suppress(Exception):  # created meanwhile by someone else
-                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
-    admin.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=REPO,
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 def _proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of a process, in kB (empty if it is gone)."""
     values = {}
@@ -469,7 +439,7 @@ def start_beat(database_url: str, redis_url: str, workdir: Path) -> subprocess.P
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "WALLET_MNEMONIC": MNEMONIC,
+        "WALLET_MNEMONIC": TEST_MNEMONIC,
         "CASHU_ENV": "development",
     }
     env.pop("WALLET_MNEMONIC_FILE", None)
@@ -710,12 +680,12 @@ def run_benchmark(
     try:
         log("starting mint, database, Redis, worker and beat")
         mint = start_mint(input_fee_ppk=INPUT_FEE_PPK)
-        prepare_database(database_url)
+        migrate_fresh(database_url)
         redis.Redis.from_url(redis_url).flushdb()
         worker = start_worker(
             database_url=database_url,
             redis_url=redis_url,
-            mnemonic=MNEMONIC,
+            mnemonic=TEST_MNEMONIC,
             concurrency=max(concurrency),
         )
         assert worker.proc is not None

@@ -67,6 +67,14 @@ def event_type(spec: SagaSpec, state: str) -> str:
     return f"{spec.event_prefix}:{state.replace('_', '-')}"
 
 
+def new_operation(session: Session, kind: str, state: str, **columns: Any) -> Operation:
+    """Insert a new operation (flushed, so proofs can name it); events are the caller's."""
+    op = Operation(id=uuid.uuid4(), kind=kind, state=state, data=columns.pop("data", {}), **columns)
+    session.add(op)
+    session.flush()
+    return op
+
+
 def get_operation(
     session: Session, operation_id: str | uuid.UUID, kind: str | None = None, *, lock: bool = False
 ) -> Operation:

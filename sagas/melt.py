@@ -57,6 +57,7 @@ from sagas.engine import (
     SagaContext,
     SagaSpec,
     get_operation,
+    new_operation,
     operation_view,
     record_error,
     record_event,
@@ -161,21 +162,18 @@ def prepare(
     fees = fee_ppk(keysets)
     exact = _exact_melt_input(needed, keyset.input_fee_ppk)
     with ctx.uow() as session:
-        op = Operation(
-            id=uuid.uuid4(),
+        op = new_operation(
+            session,
+            KIND,
+            "prepared",
             wallet=wallet,
-            kind=KIND,
             method=method,
-            state="prepared",
             mint_url=mint_url,
             unit=keyset.unit,
             amount=quote.amount,
             quote_id=quote.quote,
             notify_task=notify_task,
-            data={},
         )
-        session.add(op)
-        session.flush()
         inputs = select_and_reserve(
             session,
             wallet=wallet,

@@ -47,6 +47,7 @@ from sagas.engine import (
     SagaContext,
     SagaSpec,
     get_operation,
+    new_operation,
     operation_view,
     record_error,
     record_event,
@@ -107,19 +108,17 @@ def prepare(
     with ctx.uow() as session:
         mint_url = require_trusted_mint(session, mint_url)
         active_keyset(load_keysets(session, mint_url), unit, mint_url)  # unit must be mintable
-        op = Operation(
-            id=uuid.uuid4(),
+        op = new_operation(
+            session,
+            KIND,
+            "init",
             wallet=wallet,
-            kind=KIND,
             method=method,
-            state="init",
             mint_url=mint_url,
             unit=unit,
             amount=amount,
             notify_task=notify_task,
-            data={},
         )
-        session.add(op)
     # The init row is committed before the quote request: a crash here leaves a
     # trace for recovery, and no invoice was handed to anyone.
     client = ctx.mint_client(mint_url)

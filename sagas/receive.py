@@ -36,6 +36,7 @@ from sagas.engine import (
     SagaContext,
     SagaSpec,
     get_operation,
+    new_operation,
     operation_view,
     record_event,
     register,
@@ -124,11 +125,11 @@ def prepare(
             if existing.wallet == wallet and existing.state not in SPEC.terminal:
                 return operation_view(existing)
             raise TokenAlreadySpentError("this token was already received")
-        op = Operation(
-            id=uuid.uuid4(),
+        op = new_operation(
+            session,
+            KIND,
+            "prepared",
             wallet=wallet,
-            kind=KIND,
-            state="prepared",
             mint_url=mint_url,
             unit=parsed.unit,
             amount=parsed.amount - fee,
@@ -141,8 +142,6 @@ def prepare(
                 "inputs": [p.model_dump(exclude_none=True) for p in parsed.proofs],
             },
         )
-        session.add(op)
-        session.flush()
         record_event(session, op)
         return operation_view(op)
 

@@ -41,6 +41,7 @@ from sagas.engine import (
     SagaSpec,
     claim_operations,
     get_operation,
+    new_operation,
     operation_view,
     record_event,
     register,
@@ -130,19 +131,16 @@ def prepare(
                 "that much; send more, or pass include_receiver_fee"
             )
         send_amount = amount + receiver_fee
-        op = Operation(
-            id=uuid.uuid4(),
+        op = new_operation(
+            session,
+            KIND,
+            "prepared",
             wallet=wallet,
-            kind=KIND,
-            state="prepared",
             mint_url=mint_url,
             unit=unit,
             amount=amount,
             notify_task=notify_task,
-            data={},
         )
-        session.add(op)
-        session.flush()
         # Handing over proofs as they are needs an exact match, no lock, and a receiver
         # fee we computed for the split (which the proofs we hold need not match).
         as_they_are = p2pk_pubkey is None and not include_receiver_fee

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from mint_harness import RunningMint, start_mint
@@ -39,44 +38,7 @@ def fresh_mint() -> Iterator[Callable[..., RunningMint]]:
 
 # ---------------------------------------------------------------- database and sagas
 
-TEST_MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
-
-
-def migrate_fresh(url: str) -> str:
-    """Create the database if missing, empty its schema, and run alembic upgrade head."""
-    import os
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    from alembic.config import Config
-
-    from alembic import command
-
-    config = Config(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
-    config.attributes["configure_logger"] = False
-    previous = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = url
-    try:
-        command.upgrade(config, "head")
-    finally:
-        if previous is None:
-            os.environ.pop("DATABASE_URL")
-        else:
-            os.environ["DATABASE_URL"] = previous
-    return url
+from db_harness import TEST_MNEMONIC, migrate_fresh  # noqa: E402, F401 (fixtures; tests import it)
 
 
 @pytest.fixture(scope="session")

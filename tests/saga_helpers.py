@@ -101,7 +101,7 @@ import os, signal, sys
 from functools import partial
 import httpx
 sys.path.insert(0, "tests")
-from conftest import TEST_MNEMONIC
+from db_harness import TEST_MNEMONIC
 from models.db import unit_of_work
 from nuts.client import MintClient
 from nuts.secrets import derive_wallet_seed

@@ -7,6 +7,7 @@ import urllib.request
 
 import bolt11
 import pytest
+from db_harness import TEST_MNEMONIC
 from mint_harness import make_invoice, make_invoice_without_amount
 from nutshell_wallet import (
     NutshellWalletError,
@@ -14,8 +15,6 @@ from nutshell_wallet import (
     nutshell_mint_and_send,
     nutshell_receive,
 )
-
-TEST_MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 
 
 def _get(url: str) -> dict:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from coincurve import PrivateKey
+from db_harness import TEST_MNEMONIC
 from mint_harness import RunningMint
 from nutshell_wallet import (
     nutshell_derive_secrets,
@@ -28,8 +29,6 @@ from nuts.secrets import derive_secret_and_r, mnemonic_to_seed
 from nuts.tokens import Token, decode_token, encode_token_v3, encode_token_v4, expand_keyset_ids
 
 pytestmark = pytest.mark.mint
-
-TEST_MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 
 
 @pytest.fixture

@@ -174,7 +174,7 @@ def test_refreshing_keysets_touches_no_counter_and_skips_untrusted_mints(
 def test_nutshell_restores_the_same_balance_from_a_wallets_derived_mnemonic(
     saga_context: SagaContext, mint_url: str, wallet_id: str
 ) -> None:
-    from conftest import TEST_MNEMONIC
+    from db_harness import TEST_MNEMONIC
     from nutshell_wallet import nutshell_restore
 
     from nuts.secrets import derive_wallet_mnemonic
@@ -199,7 +199,7 @@ def test_every_wallet_comes_back_into_an_empty_database(
     import dataclasses
     from functools import partial
 
-    from conftest import migrate_fresh
+    from db_harness import migrate_fresh
 
     from models.db import unit_of_work
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
+from db_harness import TEST_MNEMONIC as MNEMONIC
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MNEMONIC = "half depart obvious quality work element tank gorilla view sugar picture humble"
 DATABASE = "cashu_worker_runtest"
 REDIS_DB = 10
 READY_WITHIN = 90.0  # bounded wait for the first balance answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from db_harness import TEST_MNEMONIC as MASTER
 from mnemonic import Mnemonic
 
 from nuts.crypto import blind_message
@@ -16,8 +17,6 @@ from nuts.secrets import (
     validate_mnemonic,
 )
 
-# The BIP39 test mnemonic; never a real wallet's.
-MASTER = "half depart obvious quality work element tank gorilla view sugar picture humble"
 KEYSET_V2 = "01" + "ab" * 32
 OTHER_KEYSET_V2 = "01" + "cd" * 32
 KEYSET_V1 = "009a1f293253e41e"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.mint
 
 
 def secrets_used(saga_context) -> dict[str, set[str]]:
-    from conftest import TEST_MNEMONIC
+    from db_harness import TEST_MNEMONIC
 
     from nuts.secrets import derive_wallet_mnemonic
 
