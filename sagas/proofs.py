@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, union_all, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Integer, Select, bindparam, func, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from models import Operation, Proof, ProofState
@@ -105,6 +105,38 @@ def to_wire(row: Proof) -> WireProof:
     )
 
 
+KEEP_TARGET = 3  # proofs of each amount a wallet likes to hold, as Nutshell's wallet does
+DENOMINATIONS = [1 << bit for bit in range(63)]
+MAX_PER_DENOMINATION = 256
+
+
+def _candidates_per_amount() -> Select[tuple[int, int, str]]:
+    """For each power-of-two amount, up to `cap` of the wallet's unspent proofs of it:
+    one LIMITed probe of ix_proofs_selection per amount (a LATERAL join over the arrays
+    `amounts` and `caps`), so the cost stays flat however many proofs the wallet holds."""
+    wanted = func.unnest(
+        bindparam("amounts", type_=ARRAY(BigInteger)), bindparam("caps", type_=ARRAY(Integer))
+    ).table_valued("amount", "cap").render_derived(name="wanted")
+    per_amount = (
+        select(Proof.id, Proof.amount, Proof.keyset_id)
+        .where(
+            Proof.wallet == bindparam("wallet"),
+            Proof.mint_url == bindparam("mint_url"),
+            Proof.unit == bindparam("unit"),
+            Proof.state == ProofState.UNSPENT,
+            Proof.amount == wanted.c.amount,
+        )
+        .limit(wanted.c.cap)
+        .lateral()
+    )
+    return select(per_amount.c.id, per_amount.c.amount, per_amount.c.keyset_id).select_from(
+        wanted.join(per_amount, true())
+    )
+
+
+_CANDIDATES_PER_AMOUNT = _candidates_per_amount()
+
+
 def spendable_candidates(
     session: Session, wallet: str, mint_url: str, unit: str, *, covering: int | None = None
 ) -> list[Candidate]:
@@ -124,22 +156,20 @@ def spendable_candidates(
             )
         )
     else:
-        # Of an amount above what is needed one proof is enough; below, what adds up to it.
-        # One small LIMITed index scan per amount (psycopg2 sends the limits as literals,
-        # so the planner knows they are small).
-        mine = (
-            Proof.wallet == wallet,
-            Proof.mint_url == mint_url,
-            Proof.unit == unit,
-            Proof.state == ProofState.UNSPENT,
+        # Of an amount above what is needed a few proofs are enough; below, what adds up
+        # to it. The caps per amount go in as arrays, so the statement is the same on
+        # every call (built once, compiled once).
+        caps = [min(MAX_PER_DENOMINATION, covering // a + KEEP_TARGET) for a in DENOMINATIONS]
+        rows = session.execute(
+            _CANDIDATES_PER_AMOUNT,
+            {
+                "wallet": wallet,
+                "mint_url": mint_url,
+                "unit": unit,
+                "amounts": DENOMINATIONS,
+                "caps": caps,
+            },
         )
-        per_amount = [
-            select(Proof.id, Proof.amount, Proof.keyset_id)
-            .where(*mine, Proof.amount == a)
-            .limit(min(MAX_PER_DENOMINATION, covering // a + KEEP_TARGET))
-            for a in DENOMINATIONS
-        ]
-        rows = session.execute(union_all(*per_amount))
     return [Candidate(row_id, amount, keyset_id) for row_id, amount, keyset_id in rows]
 
 
@@ -154,9 +184,6 @@ def split_for_wallet(
     return split_to_fill(amount, held, KEEP_TARGET)
 
 
-KEEP_TARGET = 3  # proofs of each amount a wallet likes to hold, as Nutshell's wallet does
-DENOMINATIONS = [1 << bit for bit in range(63)]
-MAX_PER_DENOMINATION = 256
 
 
 def reserve_proofs(session: Session, row_ids: Sequence[int], operation_id: uuid.UUID) -> bool:
