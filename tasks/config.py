@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     visibility_timeout: int = 3600
     max_deliveries: int = 5  # a message redelivered more often than this fails (poison pill)
 
+    # Celery task events (task-sent ... task-succeeded) and the STARTED state in the result
+    # backend. Off by default: they cost about 1.5 ms per task (bench/README.md). Flower
+    # turns the workers' events on by itself while it runs (it broadcasts enable_events).
+    task_events: bool = False
+
     # Queue for the tasks named in `notify_task` (they run in the caller's workers).
     notify_queue: str = "celery"
 

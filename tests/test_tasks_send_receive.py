@@ -458,10 +458,13 @@ class EventRecorder:
 
     def __enter__(self) -> EventRecorder:
         self._thread.start()
-        # listening once an event of a task sent now comes back
+        # Workers send no task events by default (CASHU_TASK_EVENTS); Flower turns them on
+        # by broadcasting enable_events, and so does this recorder. Listening once an event
+        # of a task sent now comes back.
         probe_ids: set[str] = set()
 
         def listening() -> bool:
+            self.app.control.enable_events()
             probe_ids.add(self.app.send_task("cashu.mints.list").id)
             return any(e.get("uuid") in probe_ids for e in self.events)
 
@@ -470,9 +473,29 @@ class EventRecorder:
 
     def __exit__(self, *exc: object) -> None:
         time.sleep(1.0)  # the last task-succeeded events
+        self.app.control.disable_events()
         if self._receiver is not None:
             self._receiver.should_stop = True
         self._thread.join(timeout=10)
+
+
+def test_task_events_are_off_until_a_monitor_turns_them_on(celery_worker, celery_client) -> None:
+    """CASHU_TASK_EVENTS is off by default (each event is a Redis publish on the task's
+    path); Flower's enable_events broadcast turns them on, disable_events off again."""
+    quiet = EventRecorder(celery_client)
+    quiet._thread.start()
+    time.sleep(0.5)  # the receiver is consuming
+    task_id = celery_client.send_task("cashu.mints.list").id
+    celery_client.AsyncResult(task_id).get(timeout=TIMEOUT)
+    time.sleep(1.0)
+    assert not [e for e in quiet.events if e.get("uuid") == task_id]
+    quiet.__exit__(None, None, None)
+    with EventRecorder(celery_client) as recorder:  # enables them, as Flower does
+        task_id = celery_client.send_task("cashu.mints.list").id
+        celery_client.AsyncResult(task_id).get(timeout=TIMEOUT)
+    assert {"task-received", "task-succeeded"} <= {
+        e["type"] for e in recorder.events if e.get("uuid") == task_id
+    }
 
 
 def test_tokens_never_reach_the_worker_log_events_or_stored_arguments(
@@ -520,13 +543,14 @@ def test_tokens_never_reach_the_worker_log_events_or_stored_arguments(
     assert not TOKEN.search(json.dumps(prepared_result.kwargs))
     assert not TOKEN.search(json.dumps(redeem_result.kwargs))
     # What Flower shows. The only exception: this test's own client announcing its tasks
-    # (task-sent, argsrepr computed by the client; see tasks.app.RedactingAMQP).
+    # (task-sent, argsrepr computed by the client; see tasks.app.RedactingAMQP). Tasks the
+    # worker sends itself (relay, notify task) carry redacted headers the same way
+    # (tests/test_client.py), seen here in their task-received events.
     seen = [
         e for e in recorder.events if not (e["type"] == "task-sent" and e["uuid"] in sent_by_us)
     ]
     types = {e["type"] for e in seen}
     assert {"task-received", "task-started", "task-succeeded", "task-failed"} <= types
-    assert "task-sent" in types  # the worker's own sends (relay, notify task)
     leaks = [e for e in seen if TOKEN.search(json.dumps(e, default=str))]
     assert not leaks, [(e["type"], e.get("name"), e["hostname"], os.getpid()) for e in leaks]
     redeem_events = [e for e in seen if e.get("uuid") == redeem_result.id]

@@ -114,7 +114,6 @@ class RunningWorker:
             "INFO",
             "-n",
             self.hostname,
-            "--without-heartbeat",
             "--without-mingle",
             "--without-gossip",
         ]
