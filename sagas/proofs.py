@@ -114,9 +114,13 @@ def _candidates_per_amount() -> Select[tuple[int, int, str]]:
     """For each power-of-two amount, up to `cap` of the wallet's unspent proofs of it:
     one LIMITed probe of ix_proofs_selection per amount (a LATERAL join over the arrays
     `amounts` and `caps`), so the cost stays flat however many proofs the wallet holds."""
-    wanted = func.unnest(
-        bindparam("amounts", type_=ARRAY(BigInteger)), bindparam("caps", type_=ARRAY(Integer))
-    ).table_valued("amount", "cap").render_derived(name="wanted")
+    wanted = (
+        func.unnest(
+            bindparam("amounts", type_=ARRAY(BigInteger)), bindparam("caps", type_=ARRAY(Integer))
+        )
+        .table_valued("amount", "cap")
+        .render_derived(name="wanted")
+    )
     per_amount = (
         select(Proof.id, Proof.amount, Proof.keyset_id)
         .where(
@@ -182,8 +186,6 @@ def split_for_wallet(
     for row in spendable_candidates(session, wallet, mint_url, unit, covering=0):
         held[row.amount] = held.get(row.amount, 0) + 1
     return split_to_fill(amount, held, KEEP_TARGET)
-
-
 
 
 def reserve_proofs(session: Session, row_ids: Sequence[int], operation_id: uuid.UUID) -> bool:
