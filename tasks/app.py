@@ -242,11 +242,12 @@ class CashuTask(Task):
         request = self.request
         in_worker = bool(request.id and not request.is_eager and request.delivery_info)
         if in_worker:
-            try:
-                _count_delivery(request.id, request.delivery_info)
-            except TooManyDeliveriesError as exc:
-                _mark_operation(kwargs.get("operation_id"), exc)
-                raise
+            if _redelivered(request.delivery_info):  # a first delivery needs no count
+                try:
+                    _count_delivery(request.id)
+                except TooManyDeliveriesError as exc:
+                    _mark_operation(kwargs.get("operation_id"), exc)
+                    raise
             # result_extended stores the request's args next to the result: redacted there
             # (the task below still gets the real ones).
             request.args, request.kwargs = redact(list(args)), redact(kwargs)
@@ -256,8 +257,14 @@ class CashuTask(Task):
         return _result_for_backend(result) if in_worker else result
 
     def after_return(self, status: str, retval: Any, task_id: str, *args: Any, **kw: Any) -> None:
-        """The message is about to be acked: its delivery count is no longer needed."""
-        if task_id and not self.request.is_eager and self.request.delivery_info:
+        """The result is out and the message about to be acked: relay the step's events
+        (the caller is not waiting for them), drop a redelivered message's count."""
+        request = self.request
+        if getattr(request, "relay_events", False):
+            from tasks.events import relay_after_task
+
+            relay_after_task()
+        if task_id and not request.is_eager and _redelivered(request.delivery_info):
             from tasks.redis_client import get_redis
 
             try:
@@ -280,7 +287,14 @@ def _mark_operation(operation_id: object, error: TooManyDeliveriesError) -> None
         logger.warning("could not mark operation %s: %s", operation_id, error)
 
 
-def _count_delivery(task_id: str, delivery_info: dict[str, Any]) -> None:
+def _redelivered(delivery_info: dict[str, Any] | None) -> bool:
+    """Kombu's Redis transport marks a message it puts back (worker lost, visibility
+    timeout) as redelivered."""
+    return bool(delivery_info and delivery_info.get("redelivered"))
+
+
+def _count_delivery(task_id: str) -> None:
+    """Count a redelivery; past `max_deliveries` deliveries in all, give up."""
     from tasks.redis_client import get_redis
 
     settings = get_settings()
@@ -288,7 +302,7 @@ def _count_delivery(task_id: str, delivery_info: dict[str, Any]) -> None:
     pipe = get_redis().pipeline(transaction=True)
     pipe.incr(key)
     pipe.expire(key, settings.visibility_timeout * (settings.max_deliveries + 1))
-    deliveries = pipe.execute()[0]
+    deliveries = 1 + pipe.execute()[0]  # the first delivery plus the redeliveries counted
     if deliveries > settings.max_deliveries:
         raise TooManyDeliveriesError(
             f"task {task_id} was delivered {deliveries} times; giving up "

@@ -16,6 +16,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from celery import current_task
 from sqlalchemy import func, select, text, update
 
 from models import Event, Operation
@@ -45,12 +46,16 @@ def event_message(event: Event) -> dict[str, Any]:
     }
 
 
-def relay_events(limit: int = BATCH) -> int:
-    """Publish up to `limit` unpublished events, oldest first; returns how many."""
+def relay_events(limit: int = BATCH, *, wait: bool = True) -> int | None:
+    """Publish up to `limit` unpublished events, oldest first; returns how many. With
+    wait=False, returns None at once when another relay is running."""
     settings = get_settings()
     with unit_of_work(settings.database_url) as session:
-        session.execute(text("SET LOCAL lock_timeout = '30s'"))
-        session.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
+        if wait:
+            session.execute(text("SET LOCAL lock_timeout = '30s'"))
+            session.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
+        elif not session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
+            return None
         rows = session.execute(
             select(Event, Operation.notify_task)
             .join(Operation, Operation.id == Event.operation_id)
@@ -98,6 +103,32 @@ def relay() -> int:
     if count == BATCH:
         send_relay()  # more are waiting
     return count
+
+
+def request_relay() -> None:
+    """Ask for the events a step just committed to be published.
+
+    In a worker they are published by this process right after the task's result went
+    out (CashuTask.after_return calls relay_after_task): the caller does not wait for them
+    and no relay task is needed. Elsewhere a relay task is queued now.
+    """
+    task = current_task
+    if task is None or task.request.is_eager or not task.request.id:
+        send_relay()
+    else:
+        task.request.relay_events = True
+
+
+def relay_after_task() -> None:
+    """Publish what the task's step committed, unless another relay is running (it may
+    have read the outbox before these events were committed: a queued relay takes them)."""
+    try:
+        count = relay_events(wait=False)
+    except Exception:
+        logger.warning("could not relay events after a step; queueing a relay", exc_info=True)
+        count = None
+    if count is None or count == BATCH:
+        send_relay()
 
 
 def send_relay() -> None:

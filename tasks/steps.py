@@ -1,8 +1,9 @@
 """How a task runs a saga step: the one shape every public task shares.
 
 `run_step` for a step that creates an operation; `run_locked_step` for a step
-on an existing one, under its lock. Either way the relay is sent afterwards,
-when everything the step wrote is committed (DESIGN.md section 6). The task's
+on an existing one, under its lock. Either way its events are relayed afterwards,
+when everything the step wrote is committed (DESIGN.md section 6), and after the
+task's result went out (tasks/events.py: request_relay). The task's
 log context (tasks/log_format.py) learns the operation's id, and its wallet once
 the step returns it, for the task's remaining log lines.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tasks.context import saga_context
-from tasks.events import send_relay
+from tasks.events import request_relay
 from tasks.locks import operation_lock
 from tasks.log_format import bind
 
@@ -27,7 +28,7 @@ def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             bind(operation_id=result.get("id"), wallet=result.get("wallet"))
         return result
     finally:
-        send_relay()
+        request_relay()
 
 
 def run_locked_step(step: Callable[..., T], operation_id: str, *args: Any, **kwargs: Any) -> T:

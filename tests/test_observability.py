@@ -225,7 +225,7 @@ def test_steps_bind_the_operation_and_its_wallet(monkeypatch):
 
     seen: list[dict] = []
     monkeypatch.setattr(steps, "operation_lock", lambda operation_id: nullcontext())
-    monkeypatch.setattr(steps, "send_relay", lambda: None)
+    monkeypatch.setattr(steps, "request_relay", lambda: None)
     monkeypatch.setattr(steps, "saga_context", lambda: None)
 
     def step(ctx, operation_id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -48,12 +49,21 @@ def test_a_step_delivered_too_often_fails_and_marks_its_operation(
 
     op = call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=32)
     task_id = str(uuid.uuid4())
-    # As if the worker had died with this message five times already.
-    redis.Redis.from_url(redis_url).set(DELIVERY_KEY + task_id, 5)
-
+    conn = redis.Redis.from_url(redis_url)
+    # As if the worker had died with this message five times already: four redeliveries
+    # counted, and the message back in the queue marked as kombu marks what it puts back.
+    conn.set(DELIVERY_KEY + task_id, 4)
+    parking = f"parked-{uuid.uuid4().hex[:8]}"  # nobody consumes it
     result = celery_client.send_task(
-        "cashu.mint.execute", kwargs={"operation_id": op["id"]}, task_id=task_id, queue="cashu"
+        "cashu.mint.execute", kwargs={"operation_id": op["id"]}, task_id=task_id, queue=parking
     )
+    message = json.loads(conn.rpop(parking))
+    conn.delete(f"_kombu.binding.{parking}")
+    message["headers"]["redelivered"] = True
+    message["properties"]["delivery_info"].update(
+        {"redelivered": True, "exchange": "cashu", "routing_key": "cashu"}
+    )
+    conn.lpush("cashu", json.dumps(message))
     with pytest.raises(Exception) as caught:
         result.get(timeout=TIMEOUT)
 
