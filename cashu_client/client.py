@@ -254,15 +254,37 @@ class CashuClient:
         invoice: str,
         method: str = "bolt11",
         notify_task: str | None = None,
+        max_fee: int | None = None,
     ) -> dict[str, Any]:
-        """A melt quote, inputs reserved: Operation with amount, fee_reserve, swap_fee..."""
+        """A melt quote, inputs reserved: Operation with amount, fee_reserve, swap_fee...
+        With max_fee, FeeLimitExceededError when the fees could come to more."""
         return self.call(
             "cashu.melt.prepare",
             wallet=wallet,
             mint_url=mint_url,
             invoice=invoice,
             method=method,
-            **_given(notify_task=notify_task),
+            **_given(notify_task=notify_task, max_fee=max_fee),
+        )
+
+    def melt_pay(
+        self,
+        wallet: str,
+        mint_url: str,
+        invoice: str,
+        max_fee: int | None = None,
+        method: str = "bolt11",
+        notify_task: str | None = None,
+    ) -> dict[str, Any]:
+        """prepare + execute in one task: Operation finalized, pending or rolled_back.
+        With max_fee, FeeLimitExceededError (nothing moved) when the fees could come to more."""
+        return self.call(
+            "cashu.melt.pay",
+            wallet=wallet,
+            mint_url=mint_url,
+            invoice=invoice,
+            method=method,
+            **_given(max_fee=max_fee, notify_task=notify_task),
         )
 
     def melt_execute(
@@ -324,6 +346,34 @@ class CashuClient:
             unit=unit,
             include_receiver_fee=include_receiver_fee,
             **_given(memo=memo, p2pk_pubkey=p2pk_pubkey, notify_task=notify_task),
+        )
+
+    def send_token(
+        self,
+        wallet: str,
+        mint_url: str,
+        amount: int,
+        unit: str = "sat",
+        memo: str | None = None,
+        p2pk_pubkey: str | None = None,
+        include_receiver_fee: bool = False,
+        token_version: int | None = None,
+        notify_task: str | None = None,
+    ) -> dict[str, Any]:
+        """prepare + execute in one task: Operation with `token`."""
+        return self.call(
+            "cashu.send.token",
+            wallet=wallet,
+            mint_url=mint_url,
+            amount=amount,
+            unit=unit,
+            include_receiver_fee=include_receiver_fee,
+            **_given(
+                memo=memo,
+                p2pk_pubkey=p2pk_pubkey,
+                token_version=token_version,
+                notify_task=notify_task,
+            ),
         )
 
     def send_execute(self, operation_id: str, token_version: int | None = None) -> dict[str, Any]:

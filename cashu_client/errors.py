@@ -490,6 +490,12 @@ class InvalidInvoiceError(SagaError):
     code = "INVALID_INVOICE"
 
 
+class FeeLimitExceededError(SagaError):
+    """The payment's fees could exceed the caller's max_fee; nothing was reserved."""
+
+    code = "FEE_LIMIT_EXCEEDED"
+
+
 class ProofsSpentAtMintError(SagaError):
     """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
 

@@ -149,6 +149,13 @@ class InvalidInvoiceError(SagaError):
     severity = Severity.LOW
 
 
+class FeeLimitExceededError(SagaError):
+    """The payment's fees could exceed the caller's max_fee; nothing was reserved."""
+
+    code = "FEE_LIMIT_EXCEEDED"
+    severity = Severity.LOW
+
+
 class ProofsSpentAtMintError(SagaError):
     """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
 

@@ -66,7 +66,9 @@ from sagas.engine import (
     update_operation,
 )
 from sagas.errors import (
+    FeeLimitExceededError,
     InsufficientBalanceError,
+    InvalidAmountError,
     InvalidInvoiceError,
     InvalidStateError,
     ProofsSpentAtMintError,
@@ -139,10 +141,19 @@ def prepare(
     invoice: str,
     method: str = "bolt11",
     notify_task: str | None = None,
+    max_fee: int | None = None,
 ) -> dict[str, Any]:
-    """Quote the payment and reserve inputs for it; report every fee before anything moves."""
+    """Quote the payment and reserve inputs for it; report every fee before anything moves.
+
+    With `max_fee`, a payment whose fees could come to more (Lightning fee reserve, swap
+    and input fees) raises FeeLimitExceededError and nothing is reserved.
+    """
     if method not in METHODS:
         raise UnsupportedMethodError(f"melt method {method!r} is not supported")
+    if max_fee is not None and (isinstance(max_fee, bool) or not isinstance(max_fee, int)):
+        raise InvalidAmountError(f"max_fee must be a whole number of sat, got {max_fee!r}")
+    if max_fee is not None and max_fee < 0:
+        raise InvalidAmountError(f"max_fee cannot be negative, got {max_fee}")
     amount = invoice_amount(invoice, ctx.now().timestamp())
     with ctx.uow() as session:
         mint_url = require_trusted_mint(session, mint_url)
@@ -203,6 +214,13 @@ def prepare(
             "melt_input": melt_input,
             "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
         }
+        worst_fee = quote.fee_reserve + op.data["swap_fee"] + melt_fee
+        if max_fee is not None and worst_fee > max_fee:
+            # Raised inside the transaction: the operation and its reservation vanish.
+            raise FeeLimitExceededError(
+                f"paying {quote.amount} sat could cost up to {worst_fee} sat in fees "
+                f"(max_fee {max_fee})"
+            )
         session.flush()
         record_event(session, op)
         return operation_view(op)
@@ -215,7 +233,7 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state in SPEC.terminal or op.state in ("pending", "rolling_back"):
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, state = op.id, op.state
+        op_id, state, phase = op.id, op.state, op.data.get("phase")
         inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
     if state == "prepared":
         blocked = _preflight(ctx, op_id, mint_url, inputs)
@@ -226,8 +244,7 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             if op.state != "prepared":
                 return operation_view(op)
             _write_ahead(ctx, session, op)
-    with ctx.uow() as session:
-        phase = get_operation(session, op_id, KIND).data["phase"]
+            phase = op.data["phase"]
     if phase == "swap":
         swapped = _swap_to_exact(ctx, op_id)
         if swapped["state"] != "executing":
@@ -511,35 +528,44 @@ def _finalize(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str,
             return operation_view(op)
         blanks = stored_outputs(op.data, "blanks")
         keysets = load_keysets(session, op.mint_url)
+        if quote.change or not blanks:  # the change is in the answer (or none can come)
+            try:
+                change = unblind_outputs(blanks, quote.change, keysets) if quote.change else []
+            except InvalidSignatureError as exc:
+                update_operation(session, op, error=exc)  # paid: stay open for the change
+                return operation_view(op)
+            return _store_change_and_finalize(session, op, quote, change)
         mint_url = op.mint_url
-    change: list[WireProof] = []
     try:
-        if quote.change:
-            change = unblind_outputs(blanks, quote.change, keysets)
-        elif blanks:
-            change = restore_signed(ctx.mint_client(mint_url), blanks, keysets)
+        change = restore_signed(ctx.mint_client(mint_url), blanks, keysets)
     except (MintAmbiguousError, MintRejectedError, InvalidSignatureError) as exc:
         return record_error(ctx, KIND, op_id, exc)  # paid: stay open until the change is in hand
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state not in ("executing", "pending"):
             return operation_view(op)
-        set_proof_state(session, op.id, ProofState.SPENT)
-        store_operation_proofs(session, op, change)
-        change_amount = sum(p.amount for p in change)
-        kept = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
-        kept = kept if op.data["needs_swap"] else 0
-        transition(
-            session,
-            op,
-            "finalized",
-            data={
-                "change_amount": change_amount,
-                "effective_fee": op.data["input_amount"] - kept - op.amount - change_amount,
-                "preimage": quote.payment_preimage,
-            },
-        )
-        return operation_view(op)
+        return _store_change_and_finalize(session, op, quote, change)
+
+
+def _store_change_and_finalize(
+    session: Session, op: Operation, quote: MeltQuote, change: list[WireProof]
+) -> dict[str, Any]:
+    set_proof_state(session, op.id, ProofState.SPENT)
+    store_operation_proofs(session, op, change)
+    change_amount = sum(p.amount for p in change)
+    kept = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
+    kept = kept if op.data["needs_swap"] else 0
+    transition(
+        session,
+        op,
+        "finalized",
+        data={
+            "change_amount": change_amount,
+            "effective_fee": op.data["input_amount"] - kept - op.amount - change_amount,
+            "preimage": quote.payment_preimage,
+        },
+    )
+    return operation_view(op)
 
 
 def _roll_back_if_inputs_unspent(

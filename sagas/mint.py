@@ -18,6 +18,7 @@ Recovery, per state (run by the beat and cashu.recovery.run):
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -201,8 +202,8 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             _write_outputs_ahead(ctx, session, op)
         elif op.state != "executing":
             raise InvalidStateError(f"cannot execute a mint operation in state {op.state}")
-        op_id = op.id
-    return _issue(ctx, op_id)
+        request = _MintRequest.of(op)  # committed in executing when this block ends
+    return _issue(ctx, request)
 
 
 def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -281,18 +282,40 @@ def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> N
     transition(session, op, "executing", data=data)
 
 
-def _issue(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
-    with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state != "executing":
-            return operation_view(op)
-        outputs = [PreparedOutput.from_dict(o) for o in op.data["outputs"]]
-        mint_url, quote_id, wallet, method = op.mint_url, op.quote_id, op.wallet, op.method
-        locked = op.data.get("locked", False)
-    key = _quote_key(ctx, wallet, op_id) if locked else None
+@dataclass(frozen=True)
+class _MintRequest:
+    """What the mint request of an executing operation needs (read in its transaction)."""
+
+    op_id: uuid.UUID
+    outputs: list[PreparedOutput]
+    mint_url: str
+    quote_id: str
+    wallet: str
+    method: str
+    locked: bool
+
+    @classmethod
+    def of(cls, op: Operation) -> _MintRequest:
+        return cls(
+            op_id=op.id,
+            outputs=[PreparedOutput.from_dict(o) for o in op.data["outputs"]],
+            mint_url=op.mint_url,
+            quote_id=op.quote_id,
+            wallet=op.wallet,
+            method=op.method,
+            locked=op.data.get("locked", False),
+        )
+
+
+def _issue(ctx: SagaContext, request: _MintRequest) -> dict[str, Any]:
+    op_id, outputs = request.op_id, request.outputs
+    key = _quote_key(ctx, request.wallet, op_id) if request.locked else None
     try:
-        signatures = ctx.mint_client(mint_url).mint(
-            quote_id, [o.blinded_message for o in outputs], quote_key=key, method=method
+        signatures = ctx.mint_client(request.mint_url).mint(
+            request.quote_id,
+            [o.blinded_message for o in outputs],
+            quote_key=key,
+            method=request.method,
         )
     except (QuoteAlreadyIssuedError, OutputsAlreadySignedError):
         # Our earlier request (same outputs) went through and its answer was lost.

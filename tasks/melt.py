@@ -1,4 +1,5 @@
-"""Melt saga tasks (sagas/melt.py): prepare, execute, refresh, cancel, reclaim, get_by_quote.
+"""Melt saga tasks (sagas/melt.py): prepare, execute, pay (the two in one), refresh, cancel,
+reclaim, get_by_quote.
 
 execute and refresh also take (mint_url, quote_id) in place of an operation
 id, as the older quote-keyed API did. Steps on an existing operation run under
@@ -34,8 +35,26 @@ def prepare(
     invoice: str,
     method: str = "bolt11",
     notify_task: str | None = None,
+    max_fee: int | None = None,
 ) -> dict[str, Any]:
-    return run_step(melt_saga.prepare, wallet, mint_url, invoice, method, notify_task)
+    return run_step(
+        melt_saga.prepare, wallet, mint_url, invoice, method, notify_task, max_fee=max_fee
+    )
+
+
+@app.task(name="cashu.melt.pay")
+def pay(
+    wallet: str,
+    mint_url: str,
+    invoice: str,
+    method: str = "bolt11",
+    max_fee: int | None = None,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """prepare + execute in one task (the execute step under the operation's lock), for
+    callers that need not see the fees first; max_fee bounds them."""
+    prepared = prepare.run(wallet, mint_url, invoice, method, notify_task, max_fee)
+    return execute.run(prepared["id"])
 
 
 @app.task(name="cashu.melt.execute")

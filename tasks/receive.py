@@ -11,9 +11,6 @@ from typing import Any
 
 from sagas import receive as receive_saga
 from tasks.app import app
-from tasks.context import saga_context
-from tasks.events import send_relay
-from tasks.locks import operation_lock
 from tasks.steps import run_locked_step, run_step
 
 
@@ -36,10 +33,5 @@ def redeem(
     wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
 ) -> dict[str, Any]:
     """prepare + execute in one task (the execute step under the operation's lock)."""
-    ctx = saga_context()
-    try:
-        prepared = receive_saga.prepare(ctx, wallet, token, trust_mint, notify_task=notify_task)
-        with operation_lock(prepared["id"]):
-            return receive_saga.execute(ctx, prepared["id"])
-    finally:
-        send_relay()
+    prepared = prepare.run(wallet, token, trust_mint, notify_task)
+    return execute.run(prepared["id"])

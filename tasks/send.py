@@ -1,5 +1,5 @@
-"""Send saga tasks (sagas/send.py): prepare, execute, refresh, rollback; and the beat's
-proof-state watcher and stale-prepared canceller.
+"""Send saga tasks (sagas/send.py): prepare, execute, token (the two in one), refresh,
+rollback; and the beat's proof-state watcher and stale-prepared canceller.
 
 Each task runs one saga step and returns the Operation JSON; steps on an existing
 operation run under its lock. The relay is sent after the step returned, when
@@ -48,9 +48,34 @@ def prepare(
 @app.task(name="cashu.send.execute")
 def execute(operation_id: str, token_version: int = 4) -> dict[str, Any]:
     """Make the token: V4 (cashuB) by default, V3 (cashuA) on request."""
+    _check_token_version(token_version)
+    return run_locked_step(send_saga.execute, operation_id, token_version)
+
+
+@app.task(name="cashu.send.token")
+def token(
+    wallet: str,
+    mint_url: str,
+    amount: int,
+    unit: str = "sat",
+    memo: str | None = None,
+    p2pk_pubkey: str | None = None,
+    include_receiver_fee: bool = False,
+    token_version: int = 4,
+    notify_task: str | None = None,
+) -> dict[str, Any]:
+    """prepare + execute in one task (the execute step under the operation's lock), for
+    callers that need not see the fee first: the Operation with its token."""
+    _check_token_version(token_version)  # before anything is reserved
+    prepared = prepare.run(
+        wallet, mint_url, amount, unit, memo, p2pk_pubkey, include_receiver_fee, notify_task
+    )
+    return execute.run(prepared["id"], token_version)
+
+
+def _check_token_version(token_version: object) -> None:
     if isinstance(token_version, bool) or token_version not in TOKEN_VERSIONS:
         raise InvalidRequestError(f"token_version must be 3 or 4, got {token_version!r}")
-    return run_locked_step(send_saga.execute, operation_id, token_version)
 
 
 @app.task(name="cashu.send.refresh")

@@ -160,6 +160,67 @@ def test_prepare_reports_every_fee_then_execute_pays_at_once_with_change(
     assert_mint_agrees(saga_context, mint_url, wallet)
 
 
+def test_pay_prepares_and_executes_in_one_call_with_change(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 300)
+
+    paid = call(
+        client, "cashu.melt.pay", wallet=wallet, mint_url=mint_url, invoice=make_invoice(100)
+    )
+
+    assert paid["state"] == "finalized" and paid["kind"] == "melt" and paid["preimage"]
+    assert paid["change_amount"] == change_stored(saga_context, paid["id"]) > 0
+    assert paid["effective_fee"] == paid["swap_fee"] + paid["input_fee"] + ROUTING_FEE
+    assert quote_state(mint_url, paid["quote_id"]) == MeltQuoteState.PAID
+    assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
+    assert_mint_agrees(saga_context, mint_url, wallet)
+
+
+def test_pay_whose_fees_could_pass_max_fee_is_refused_and_changes_nothing(
+    celery_client: Celery, mint_url: str, wallet: str, saga_context: SagaContext
+) -> None:
+    client = celery_client
+    fund(client, wallet, mint_url, 300)
+    invoice = make_invoice(100)
+
+    error = raises(
+        client, "cashu.melt.pay", wallet=wallet, mint_url=mint_url, invoice=invoice, max_fee=0
+    )
+
+    assert type(error).__name__ == "FeeLimitExceededError"
+    assert "max_fee 0" in str(error)
+    assert melt_ops(client, wallet) == []  # no operation, nothing reserved
+    assert_balance(client, wallet, spendable=300)
+    assert_mint_agrees(saga_context, mint_url, wallet)
+    # within the limit the same invoice pays
+    prepared = call(
+        client, "cashu.melt.prepare", wallet=wallet, mint_url=mint_url, invoice=invoice, max_fee=50
+    )
+    worst = prepared["fee_reserve"] + prepared["swap_fee"] + prepared["input_fee"]
+    assert worst <= 50
+    assert call(client, "cashu.melt.execute", operation_id=prepared["id"])["state"] == "finalized"
+
+
+@pytest.mark.parametrize("max_fee", [-1, 1.5, "10", True])
+def test_max_fee_must_be_a_whole_number_of_sat(
+    celery_client: Celery, mint_url: str, wallet: str, max_fee: object
+) -> None:
+    fund(celery_client, wallet, mint_url, 50)
+    error = raises(
+        celery_client,
+        "cashu.melt.pay",
+        wallet=wallet,
+        mint_url=mint_url,
+        invoice=make_invoice(10),
+        max_fee=max_fee,
+    )
+    assert type(error).__name__ == "InvalidAmountError"
+    assert melt_ops(celery_client, wallet) == []
+    assert_balance(celery_client, wallet, spendable=50)
+
+
 # --- 2. / 3. pending, settled or failed later, found by the poller ------------------------------
 
 

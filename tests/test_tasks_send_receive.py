@@ -123,6 +123,50 @@ def test_a_send_received_by_another_wallet_then_finalized_by_the_watcher(
     assert_no_token_in_worker_log(celery_worker)
 
 
+def test_send_token_makes_the_token_in_one_call(
+    celery_client: Celery, mint_url: str, alice: str, bob: str, saga_context
+) -> None:
+    client = celery_client
+    fund(client, alice, mint_url, 500)
+
+    sent = call(
+        client, "cashu.send.token", wallet=alice, mint_url=mint_url, amount=123, memo="rent"
+    )
+
+    assert (sent["kind"], sent["state"], sent["amount"]) == ("send", "pending", 123)
+    token = decode_token(sent["token"])
+    assert (token.amount, token.memo, token.mint) == (123, "rent", mint_url)
+    assert_balance(client, alice, spendable=500 - 123 - sent["fee"], pending=123)
+    assert_mint_agrees(saga_context, mint_url, alice)  # the token's proofs unspent too
+    v3 = call(
+        client, "cashu.send.token", wallet=alice, mint_url=mint_url, amount=5, token_version=3
+    )
+    assert v3["token"].startswith("cashuA")
+    received = call(client, "cashu.receive.redeem", wallet=bob, token=sent["token"])
+    assert_balance(client, bob, spendable=123 - received["fee"])
+    assert_balance(client, alice, spendable=500 - 123 - sent["fee"] - 5 - v3["fee"], pending=128)
+
+
+def test_send_token_without_funds_or_with_a_bad_version_changes_nothing(
+    celery_client: Celery, mint_url: str, alice: str
+) -> None:
+    fund(celery_client, alice, mint_url, 20)
+    short = raises(celery_client, "cashu.send.token", wallet=alice, mint_url=mint_url, amount=50)
+    assert type(short).__name__ == "InsufficientBalanceError"
+    bad = raises(
+        celery_client,
+        "cashu.send.token",
+        wallet=alice,
+        mint_url=mint_url,
+        amount=5,
+        token_version=5,
+    )
+    assert type(bad).__name__ == "InvalidRequestError"
+    ops = call(celery_client, "cashu.ops.list", wallet=alice, kind="send")["operations"]
+    assert ops == []
+    assert_balance(celery_client, alice, spendable=20)
+
+
 def test_wallet_info_gives_the_wallets_own_stable_p2pk_key(
     celery_client: Celery, mint_url: str, alice: str, bob: str, saga_context
 ) -> None:
