@@ -80,7 +80,7 @@ NUTSHELL_SCRIPT = Path(__file__).resolve().parent / "nutshell_workload.py"
 CELERY_BIN = REPO / ".venv" / "bin" / "celery"
 
 KINDS = ("mint", "send", "receive", "melt")
-WAYS = ("worker", "floor", "nutshell")
+WAYS = ("worker", "worker 2-step", "floor", "nutshell")
 MINT_AMOUNT, SEND_AMOUNT, MELT_AMOUNT = 100, 7, 5
 INPUT_FEE_PPK = 100
 CALL_TIMEOUT = 120.0
@@ -162,20 +162,42 @@ def _drive(
             time.sleep(0.01)
 
 
-def worker_round(client: CashuClient, url: str, a: str, b: str, invoice: str, t: Tally) -> None:
-    """One round through cashu-worker's tasks, each call waiting for its result."""
+def worker_round(
+    client: CashuClient,
+    url: str,
+    a: str,
+    b: str,
+    invoice: str,
+    t: Tally,
+    two_step: bool = False,
+) -> None:
+    """One round through cashu-worker's tasks, each call waiting for its result: the
+    one-call tasks (send.token, receive.redeem, melt.pay), or with `two_step` prepare then
+    execute for send and melt (a caller that looks at the fees in between)."""
     t0 = time.perf_counter()
     op = client.mint_prepare(a, url, MINT_AMOUNT)
     _drive(client, op["id"], client.mint_execute, client.mint_refresh, "finalized", t)
     t1 = time.perf_counter()
-    prepared = client.send_prepare(a, url, SEND_AMOUNT)
-    sent = _drive(client, prepared["id"], client.send_execute, client.send_refresh, "pending", t)
+    if two_step:
+        prepared = client.send_prepare(a, url, SEND_AMOUNT)
+        sent = _drive(
+            client, prepared["id"], client.send_execute, client.send_refresh, "pending", t
+        )
+    else:
+        prepared = sent = client.send_token(a, url, SEND_AMOUNT)
     token = sent["token"]
     t2 = time.perf_counter()
     received = client.receive_redeem(b, token)
     t3 = time.perf_counter()
-    melt = client.melt_prepare(a, url, invoice)
-    melt = _drive(client, melt["id"], client.melt_execute, client.melt_refresh, "finalized", t)
+    if two_step:
+        melt = client.melt_prepare(a, url, invoice)
+        melt = _drive(client, melt["id"], client.melt_execute, client.melt_refresh, "finalized", t)
+    else:
+        melt = client.melt_pay(a, url, invoice)
+        if melt["state"] != "finalized":  # pending: the payment is still on its way
+            melt = _drive(
+                client, melt["id"], client.melt_refresh, client.melt_refresh, "finalized", t
+            )
     t4 = time.perf_counter()
     if received["state"] != "finalized":
         raise RuntimeError(f"receive ended {received['state']}: {received.get('error')}")
@@ -708,12 +730,12 @@ def run_benchmark(
             make_invoice(5),
             floor_warm,
         )
-        reps: dict[str, list[dict]] = {"worker": [], "floor": []}
+        reps: dict[str, list[dict]] = {"worker": [], "worker 2-step": [], "floor": []}
         sent_from: list[str] = []
-        tasks_per_round: list[float] = []
+        tasks_per_round: dict[str, list[float]] = {"worker": [], "worker 2-step": []}
         for rep in range(repeat):
             log(f"repetition {rep + 1}/{repeat}: floor, then worker ({rounds} rounds each)")
-            invoices = [make_invoice(MELT_AMOUNT) for _ in range(2 * rounds)]
+            invoices = [make_invoice(MELT_AMOUNT) for _ in range(3 * rounds)]
             t = Tally()
             fa, fb = FloorWallet(mint_client, keysets), FloorWallet(mint_client, keysets)
             for _ in range(rounds):
@@ -722,16 +744,20 @@ def run_benchmark(
             rep_floor["balance"] = fa.balance + fb.balance
             reps["floor"].append(rep_floor)
 
-            t = Tally()
-            a, b = f"{run_tag}-r{rep}-A", f"{run_tag}-r{rep}-B"
-            tasks_before = client.tasks
-            for _ in range(rounds):
-                worker_round(client, url, a, b, invoices.pop(), t)
-            tasks_per_round.append((client.tasks - tasks_before) / rounds)
-            rep_worker = t.as_dict()
-            rep_worker["balance"] = client.balance(a)["spendable"] + client.balance(b)["spendable"]
-            reps["worker"].append(rep_worker)
-            sent_from.append(a)
+            for way in ("worker", "worker 2-step"):
+                t = Tally()
+                tag = "w2" if way == "worker 2-step" else "w1"
+                a, b = f"{run_tag}-r{rep}-{tag}-A", f"{run_tag}-r{rep}-{tag}-B"
+                tasks_before = client.tasks
+                for _ in range(rounds):
+                    worker_round(client, url, a, b, invoices.pop(), t, two_step=way != "worker")
+                tasks_per_round[way].append((client.tasks - tasks_before) / rounds)
+                rep_worker = t.as_dict()
+                rep_worker["balance"] = (
+                    client.balance(a)["spendable"] + client.balance(b)["spendable"]
+                )
+                reps[way].append(rep_worker)
+                sent_from.append(a)
         for way_reps in reps.values():
             for r in way_reps:
                 r["fees_by_balance"] = r["minted"] - r["melted"] - r["routing"] - r["balance"]
@@ -741,15 +767,20 @@ def run_benchmark(
         result["nutshell_version"] = nutshell["version"]
         result["per_op_ms"] = {way: _per_op(reps[way]) for way in WAYS}
         result["ratios"] = {
-            f"worker/{other}": {
-                key: result["per_op_ms"]["worker"][key] / result["per_op_ms"][other][key]
+            f"{worker}/{other}": {
+                key: result["per_op_ms"][worker][key] / result["per_op_ms"][other][key]
                 for key in (*KINDS, "round")
             }
+            for worker in ("worker", "worker 2-step")
             for other in ("floor", "nutshell")
         }
         result["fees"] = {way: _fees(reps[way]) for way in WAYS}
-        result["worker_tasks_per_round"] = statistics.median(tasks_per_round)
-        result["worker_lock_waits"] = sum(r["lock_waits"] for r in reps["worker"])
+        result["worker_tasks_per_round"] = {
+            way: statistics.median(counts) for way, counts in tasks_per_round.items()
+        }
+        result["worker_lock_waits"] = sum(
+            r["lock_waits"] for way in ("worker", "worker 2-step") for r in reps[way]
+        )
         result["raw"] = reps
         result["sends_finalized_by_watcher"] = wait_for_watcher(client, sent_from, timeout=30)
 
@@ -846,18 +877,23 @@ def format_report(result: dict[str, Any]) -> str:
         f"+ beat, {s['cpus']} CPUs, load {s['load_at_start']:.1f} at start, "
         f"Nutshell wallet {result.get('nutshell_version', '?')}",
         "",
-        "ms per operation (median over repetitions of each repetition's mean)",
-        f"{'':<9}{'worker':>9}{'floor':>9}{'nutshell':>10}{'w/floor':>9}{'w/nutshell':>12}",
+        "ms per operation (median over repetitions of each repetition's mean); worker: the",
+        "one-call tasks, worker 2-step: prepare then execute for send and melt",
+        f"{'':<9}{'worker':>9}{'2-step':>9}{'floor':>9}{'nutshell':>10}{'w/floor':>9}"
+        f"{'w/nutshell':>12}{'2-step/floor':>14}",
     ]
     for key in (*KINDS, "round"):
         lines.append(
-            f"{key:<9}{per_op['worker'][key]:>9.1f}{per_op['floor'][key]:>9.1f}"
-            f"{per_op['nutshell'][key]:>10.1f}{ratios['worker/floor'][key]:>9.2f}"
-            f"{ratios['worker/nutshell'][key]:>12.2f}"
+            f"{key:<9}{per_op['worker'][key]:>9.1f}{per_op['worker 2-step'][key]:>9.1f}"
+            f"{per_op['floor'][key]:>9.1f}{per_op['nutshell'][key]:>10.1f}"
+            f"{ratios['worker/floor'][key]:>9.2f}{ratios['worker/nutshell'][key]:>12.2f}"
+            f"{ratios['worker 2-step/floor'][key]:>14.2f}"
         )
+    per_round = result["worker_tasks_per_round"]
     lines.append(
-        f"(worker: {result['worker_tasks_per_round']:.1f} tasks per round; calls refused because"
-        f" a beat poller held the operation: {result['worker_lock_waits']})"
+        f"(tasks per round: worker {per_round['worker']:.1f}, 2-step "
+        f"{per_round['worker 2-step']:.1f}; calls refused because a beat poller held the "
+        f"operation: {result['worker_lock_waits']})"
     )
     lines += [
         "",
@@ -888,11 +924,11 @@ def format_report(result: dict[str, Any]) -> str:
         f"{mem['hwm_sum_mb']:.0f} MB, largest {mem['hwm_max_mb']:.0f} MB",
         "",
         f"input fees over one workload ({s['rounds']} rounds), sat (median of repetitions)",
-        f"{'':<10}{'fees':>6}{'requests':>10}{'by balance':>12}",
+        f"{'':<14}{'fees':>6}{'requests':>10}{'by balance':>12}",
     ]
     for way in WAYS:
         f = result["fees"][way]
-        lines.append(f"{way:<10}{f['fees']:>6}{f['fee_requests']:>10}{f['fees_by_balance']:>12}")
+        lines.append(f"{way:<14}{f['fees']:>6}{f['fee_requests']:>10}{f['fees_by_balance']:>12}")
     watcher = result["sends_finalized_by_watcher"]
     lines.append(
         f"(sends left pending after the watcher's ticks: {watcher['still_pending']} of "

@@ -43,16 +43,17 @@ def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
     assert "ms per operation" in proc.stdout and "targets" in proc.stdout, proc.stdout
     result = json.loads(out.read_text())
 
-    for way in ("worker", "floor", "nutshell"):
+    for way in ("worker", "worker 2-step", "floor", "nutshell"):
         for key in (*KINDS, "round"):
             assert result["per_op_ms"][way][key] > 0, (way, key)
         fees = result["fees"][way]
         assert fees["fees"] > 0 and fees["fee_requests"] > 0, (way, fees)
         # the fees counted per request are what the balances lost
         assert fees["fees"] == fees["fees_by_balance"], (way, fees)
-    for ratio in ("worker/floor", "worker/nutshell"):
+    for ratio in ("worker/floor", "worker/nutshell", "worker 2-step/floor"):
         assert all(result["ratios"][ratio][k] > 0 for k in (*KINDS, "round")), ratio
 
+    assert result["worker_tasks_per_round"] == {"worker": 5, "worker 2-step": 7}
     [throughput] = result["throughput"]
     assert throughput["clients"] == 1 and throughput["rounds"] == 2
     assert throughput["rounds_per_s"] > 0 and throughput["ops_per_s"] > 0
@@ -64,5 +65,5 @@ def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
     memory = result["worker_memory"]
     assert memory["processes"] >= 2 and memory["peak_rss_sum_mb"] > 0
 
-    assert result["sends_finalized_by_watcher"]["wallets"] == 1
+    assert result["sends_finalized_by_watcher"]["wallets"] == 2  # one per worker way
     assert {t["name"].split(":")[0] for t in result["targets"]} >= {*KINDS, "round", "workload"}
