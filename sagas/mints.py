@@ -142,15 +142,29 @@ _parsed_lock = threading.Lock()
 
 
 def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
-    """The mint's stored keysets as nuts Keysets (active flag and fee as last synced)."""
-    rows = session.scalars(select(KeysetRow).where(KeysetRow.mint_url == url)).all()
+    """The mint's stored keysets as nuts Keysets (active flag and fee as last synced).
+
+    Only the small columns are read each time; a keyset's keys once per process.
+    """
+    rows = session.execute(
+        select(
+            KeysetRow.id,
+            KeysetRow.unit,
+            KeysetRow.active,
+            KeysetRow.input_fee_ppk,
+            KeysetRow.final_expiry,
+        ).where(KeysetRow.mint_url == url)
+    ).all()
     keysets = {}
     for row in rows:
         with _parsed_lock:
             cached = _parsed.get((url, row.id))
         if cached is None:
+            keys = session.scalar(
+                select(KeysetRow.keys).where(KeysetRow.mint_url == url, KeysetRow.id == row.id)
+            )
             cached = Keyset.from_wire(
-                KeysetKeys(id=row.id, unit=row.unit, keys=row.keys, final_expiry=row.final_expiry),
+                KeysetKeys(id=row.id, unit=row.unit, keys=keys, final_expiry=row.final_expiry),
                 KeysetInfo(
                     id=row.id,
                     unit=row.unit,
