@@ -1,0 +1,196 @@
+"""Where a workload round's time goes: the sagas in-process (no Celery), split into the
+mint's HTTP answers, Postgres and the rest (Python: ORM, cryptography, JSON); and what one
+Celery round trip costs on its own.
+
+    .venv/bin/python bench/profile_round.py [--rounds 20] [--cprofile out.prof]
+
+The round is bench/workload.py's (mint 100, send 7, receive it in a second wallet, melt a
+5 sat invoice; input fee 100 ppk), through the same saga steps the one-call tasks run. It
+starts its own mint, migrates the database `cashu_worker_profile` (`--database-url`), and
+for the Celery figure a worker with one process on Redis db 13 (`--redis-url`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+from db_harness import TEST_MNEMONIC, migrate_fresh  # noqa: E402
+from mint_harness import make_invoice, start_mint  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+
+from models.db import engine, unit_of_work  # noqa: E402
+from nuts.client import get_mint_client  # noqa: E402
+from nuts.secrets import derive_wallet_seed  # noqa: E402
+from sagas import melt, mint, receive, send  # noqa: E402
+from sagas import mints as registry  # noqa: E402
+from sagas.engine import SagaContext  # noqa: E402
+
+KINDS = ("mint", "send", "receive", "melt")
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_profile"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+class Meter:
+    """Wall time spent waiting for the mint (httpx) and for Postgres (cursor execute and
+    commit), and how many requests, statements and commits."""
+
+    def __init__(self, database_url: str) -> None:
+        self.ms: Counter[str] = Counter()
+        self.count: Counter[str] = Counter()
+        db = engine(database_url)
+        event.listen(db, "before_cursor_execute", self._before)
+        event.listen(db, "after_cursor_execute", self._after)
+        event.listen(db, "commit", lambda conn: self.count.update(["commits"]))
+        send_request = httpx.Client.send
+        meter = self
+
+        def timed_send(client: httpx.Client, request: httpx.Request, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return send_request(client, request, **kw)
+            finally:
+                meter.ms["http"] += (time.perf_counter() - t0) * 1000
+                meter.count["http"] += 1
+
+        httpx.Client.send = timed_send  # type: ignore[method-assign]
+
+    def _before(self, conn: Any, *_: Any) -> None:
+        conn.info["t0"] = time.perf_counter()
+
+    def _after(self, conn: Any, *_: Any) -> None:
+        self.ms["sql"] += (time.perf_counter() - conn.info.pop("t0")) * 1000
+        self.count["statements"] += 1
+
+    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
+        return Counter(self.ms), Counter(self.count)
+
+
+def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[str, dict]:
+    """The round through the saga steps of mint.prepare/execute, send.token,
+    receive.redeem and melt.pay; per kind: ms, http ms, sql ms, counts."""
+
+    def mint_op() -> None:
+        op = mint.prepare(ctx, a, url, 100)
+        op = mint.execute(ctx, op["id"])
+        while op["state"] != "finalized":  # FakeWallet marks the quote paid a moment later
+            time.sleep(0.01)
+            op = mint.refresh(ctx, op["id"])
+
+    token: list[str] = []
+    invoice = make_invoice(5)
+    steps: dict[str, Callable[[], object]] = {
+        "mint": mint_op,
+        "send": lambda: token.append(
+            send.execute(ctx, send.prepare(ctx, a, url, 7)["id"])["token"]
+        ),
+        "receive": lambda: receive.redeem(ctx, b, token[-1]),
+        "melt": lambda: melt.execute(ctx, melt.prepare(ctx, a, url, invoice)["id"]),
+    }
+    out = {}
+    for kind, step in steps.items():
+        ms0, n0 = meter.snapshot()
+        t0 = time.perf_counter()
+        step()
+        total = (time.perf_counter() - t0) * 1000
+        ms1, n1 = meter.snapshot()
+        out[kind] = {"ms": total, **{k: ms1[k] - ms0[k] for k in ("http", "sql")}}
+        out[kind] |= {f"n_{k}": n1[k] - n0[k] for k in ("http", "statements", "commits")}
+    return out
+
+
+def celery_round_trip(database_url: str, redis_url: str, calls: int = 300) -> float:
+    """Median ms of `cashu.ops.get` of an unknown id (one indexed read) through a real
+    worker with one prefork process, as CashuClient sees it."""
+    from worker_harness import start_worker
+
+    from cashu_client import CashuClient
+
+    redis.Redis.from_url(redis_url).flushdb()
+    worker = start_worker(
+        database_url=database_url, redis_url=redis_url, mnemonic=TEST_MNEMONIC, concurrency=1
+    )
+    try:
+        with CashuClient(redis_url, timeout=30) as client:
+            unknown = str(uuid.uuid4())
+            times = []
+            for i in range(calls + 20):
+                t0 = time.perf_counter()
+                client.ops_get(unknown)
+                if i >= 20:
+                    times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+    finally:
+        worker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--cprofile", type=Path, help="also write a cProfile of the rounds")
+    args = parser.parse_args(argv)
+
+    migrate_fresh(args.database_url)
+    running = start_mint(input_fee_ppk=100)
+    seeds: dict[str, bytes] = {}
+    ctx = SagaContext(
+        uow=partial(unit_of_work, args.database_url),
+        mint_client=get_mint_client,
+        wallet_seed=lambda w: seeds.setdefault(w, derive_wallet_seed(TEST_MNEMONIC, w)),
+    )
+    try:
+        with ctx.uow() as session:
+            url = registry.add_mint(session, ctx.mint_client(running.url), running.url, True)["url"]
+        meter = Meter(args.database_url)
+        a, b = f"profile-{uuid.uuid4().hex[:6]}-A", f"profile-{uuid.uuid4().hex[:6]}-B"
+        for _ in range(3):  # warm-up: connections, keyset cache, the wallet's small amounts
+            one_round(ctx, url, a, b, meter)
+        profiler = cProfile.Profile() if args.cprofile else None
+        if profiler:
+            profiler.enable()
+        rounds = [one_round(ctx, url, a, b, meter) for _ in range(args.rounds)]
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
+    finally:
+        running.stop()
+    rtt = celery_round_trip(args.database_url, args.redis_url)
+
+    print(f"sagas in-process, {args.rounds} rounds, ms per operation (medians)")
+    header = ["", "total", "mint HTTP", "Postgres", "rest", "requests", "statements", "commits"]
+    print(f"{header[0]:<9}" + "".join(f"{h:>11}" for h in header[1:]))
+    sums: Counter[str] = Counter()
+    for kind in KINDS:
+        med = {k: statistics.median(r[kind][k] for r in rounds) for k in rounds[0][kind]}
+        rest = med["ms"] - med["http"] - med["sql"]
+        sums.update({"ms": med["ms"], "http": med["http"], "sql": med["sql"], "rest": rest})
+        print(
+            f"{kind:<9}{med['ms']:>11.1f}{med['http']:>11.1f}{med['sql']:>11.1f}{rest:>11.1f}"
+            f"{med['n_http']:>11.0f}{med['n_statements']:>11.0f}{med['n_commits']:>11.0f}"
+        )
+    print(
+        f"{'round':<9}{sums['ms']:>11.1f}{sums['http']:>11.1f}{sums['sql']:>11.1f}"
+        f"{sums['rest']:>11.1f}"
+    )
+    print(f"\nCelery round trip of a one-read task (cashu.ops.get), median: {rtt:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
