@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     migrate_fresh(args.database_url)
     running = start_mint(input_fee_ppk=100)
-    seeds: dict[str, bytes] = {}
     ctx = SagaContext(
         uow=partial(unit_of_work, args.database_url),
         mint_client=get_mint_client,
-        wallet_seed=lambda w: seeds.setdefault(w, derive_wallet_seed(TEST_MNEMONIC, w)),
+        wallet_seed=lru_cache(partial(derive_wallet_seed, TEST_MNEMONIC)),  # as the worker
     )
     try:
         with ctx.uow() as session:

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from models import Operation
 from nuts.amounts import input_fee
 from nuts.errors import InvalidTokenError, KeysetError, MintAmbiguousError, MintRejectedError
+from nuts.keysets import Keyset
 from nuts.models import Proof as WireProof
 from nuts.models import ProofSpentState
 from nuts.outputs import proof_y, verify_proof_dleq
@@ -91,9 +92,7 @@ def prepare(
 ) -> dict[str, Any]:
     """Check a token offline and report what receiving it yields; nothing moves yet."""
     parsed = decode_token(token)
-    mint_url = _trusted_mint_for(ctx, parsed.mint, trust_mint)
-    with ctx.uow() as session:
-        keysets = load_keysets(session, mint_url)
+    mint_url, keysets = _trusted_mint_for(ctx, parsed.mint, trust_mint)
     if not set(_short(parsed)) <= {k[:16] for k in keysets}:
         with ctx.uow() as session:  # a keyset we have not seen yet: fetch and verify it
             registry.sync_keysets(session, ctx.mint_client(mint_url), mint_url)
@@ -153,8 +152,8 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state not in ("prepared", "executing"):
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
+        keysets = load_keysets(session, mint_url)
         if op.state == "prepared":
-            keysets = load_keysets(session, mint_url)
             planned = plan_outputs(
                 session,
                 ctx.wallet_seed(op.wallet),
@@ -167,7 +166,6 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op_id = op.id
         inputs = _signed_inputs(ctx, op)
         outputs = stored_outputs(op.data, "outputs")
-        keysets = load_keysets(session, mint_url)
     outcome = settle_swap(ctx.mint_client(mint_url), inputs, outputs, keysets)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
@@ -243,16 +241,21 @@ def operation_view_of(ctx: SagaContext, operation_id: uuid.UUID) -> dict[str, An
 # --- the steps' insides -------------------------------------------------------------------------
 
 
-def _trusted_mint_for(ctx: SagaContext, url: str, trust_mint: bool) -> str:
-    """The token's mint, registered and trusted; trust_mint=True adds (or trusts) it."""
+def _trusted_mint_for(
+    ctx: SagaContext, url: str, trust_mint: bool
+) -> tuple[str, dict[str, Keyset]]:
+    """The token's mint, registered and trusted (trust_mint=True adds or trusts it), and
+    its keysets."""
     try:
         with ctx.uow() as session:
-            return require_trusted_mint(session, url)
+            url = require_trusted_mint(session, url)
+            return url, load_keysets(session, url)
     except (UnknownMintError, UntrustedMintError):
         if not trust_mint:
             raise
     with ctx.uow() as session:
-        return registry.add_mint(session, ctx.mint_client(url), url, trusted=True)["url"]
+        url = registry.add_mint(session, ctx.mint_client(url), url, trusted=True)["url"]
+        return url, load_keysets(session, url)
 
 
 def _short(token: Token) -> list[str]:
