@@ -12,10 +12,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Select, bindparam, func, select, true, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    CompoundSelect,
+    Integer,
+    bindparam,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Operation, Proof, ProofState
@@ -110,35 +122,35 @@ DENOMINATIONS = [1 << bit for bit in range(63)]
 MAX_PER_DENOMINATION = 256
 
 
-def _candidates_per_amount() -> Select[tuple[int, int, str]]:
-    """For each power-of-two amount, up to `cap` of the wallet's unspent proofs of it:
-    one LIMITed probe of ix_proofs_selection per amount (a LATERAL join over the arrays
-    `amounts` and `caps`), so the cost stays flat however many proofs the wallet holds."""
-    wanted = (
-        func.unnest(
-            bindparam("amounts", type_=ARRAY(BigInteger)), bindparam("caps", type_=ARRAY(Integer))
-        )
-        .table_valued("amount", "cap")
-        .render_derived(name="wanted")
-    )
-    per_amount = (
-        select(Proof.id, Proof.amount, Proof.keyset_id)
-        .where(
-            Proof.wallet == bindparam("wallet"),
-            Proof.mint_url == bindparam("mint_url"),
-            Proof.unit == bindparam("unit"),
-            Proof.state == ProofState.UNSPENT,
-            Proof.amount == wanted.c.amount,
-        )
-        .limit(wanted.c.cap)
-        .lateral()
-    )
-    return select(per_amount.c.id, per_amount.c.amount, per_amount.c.keyset_id).select_from(
-        wanted.join(per_amount, true())
+def _spendable_where() -> tuple[ColumnElement[bool], ...]:
+    return (
+        Proof.wallet == bindparam("wallet"),
+        Proof.mint_url == bindparam("mint_url"),
+        Proof.unit == bindparam("unit"),
+        Proof.state == ProofState.UNSPENT,
     )
 
 
-_CANDIDATES_PER_AMOUNT = _candidates_per_amount()
+# The largest amount the wallet holds: one step down ix_proofs_selection.
+_LARGEST_SPENDABLE = select(func.max(Proof.amount)).where(*_spendable_where())
+
+
+@lru_cache(maxsize=len(DENOMINATIONS))
+def _candidates_per_amount(bits: int) -> CompoundSelect:
+    """For each power-of-two amount below 2**bits, up to `cap_<bit>` of the wallet's
+    unspent proofs of it: one LIMITed probe of ix_proofs_selection per amount, so the cost
+    stays flat however many proofs the wallet holds. Each amount is its own branch with a
+    constant amount and limit (psycopg2 sends the caps as literals), so the planner sees how
+    few rows each wants; a LATERAL join over arrays hides that from it and it scans the
+    whole wallet instead. Built once per number of amounts."""
+    return union_all(
+        *(
+            select(Proof.id, Proof.amount, Proof.keyset_id)
+            .where(*_spendable_where(), Proof.amount == literal(1 << bit, BigInteger))
+            .limit(bindparam(f"cap_{bit}", type_=Integer))
+            for bit in range(bits)
+        )
+    )
 
 
 def spendable_candidates(
@@ -161,19 +173,17 @@ def spendable_candidates(
         )
     else:
         # Of an amount above what is needed a few proofs are enough; below, what adds up
-        # to it. The caps per amount go in as arrays, so the statement is the same on
-        # every call (built once, compiled once).
-        caps = [min(MAX_PER_DENOMINATION, covering // a + KEEP_TARGET) for a in DENOMINATIONS]
-        rows = session.execute(
-            _CANDIDATES_PER_AMOUNT,
-            {
-                "wallet": wallet,
-                "mint_url": mint_url,
-                "unit": unit,
-                "amounts": DENOMINATIONS,
-                "caps": caps,
-            },
-        )
+        # to it; above the largest the wallet holds, none.
+        mine = {"wallet": wallet, "mint_url": mint_url, "unit": unit}
+        largest = session.scalar(_LARGEST_SPENDABLE, mine)
+        if largest is None:
+            return []
+        bits = min(int(largest).bit_length(), len(DENOMINATIONS))
+        caps = {
+            f"cap_{bit}": min(MAX_PER_DENOMINATION, covering // (1 << bit) + KEEP_TARGET)
+            for bit in range(bits)
+        }
+        rows = session.execute(_candidates_per_amount(bits), {**mine, **caps})
     return [Candidate(row_id, amount, keyset_id) for row_id, amount, keyset_id in rows]
 
 

@@ -67,3 +67,22 @@ def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
 
     assert result["sends_finalized_by_watcher"]["wallets"] == 2  # one per worker way
     assert {t["name"].split(":")[0] for t in result["targets"]} >= {*KINDS, "round", "workload"}
+
+
+def test_the_round_profile_splits_every_operation() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "profile_round.py"), "--rounds", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line}
+    for kind in KINDS:
+        total, http, sql, rest, requests, statements, commits = map(float, rows[kind])
+        assert total > 0 and sql > 0 and statements > 0 and commits > 0, (kind, rows[kind])
+        assert abs(total - (http + sql + rest)) < 0.2, (kind, rows[kind])
+        if kind != "send":  # a send of proofs that add up exactly asks the mint nothing
+            assert requests > 0, (kind, rows[kind])
+    assert "Celery round trip" in proc.stdout
