@@ -150,10 +150,10 @@ def prepare(
     """
     if method not in METHODS:
         raise UnsupportedMethodError(f"melt method {method!r} is not supported")
-    if max_fee is not None and (isinstance(max_fee, bool) or not isinstance(max_fee, int)):
-        raise InvalidAmountError(f"max_fee must be a whole number of sat, got {max_fee!r}")
-    if max_fee is not None and max_fee < 0:
-        raise InvalidAmountError(f"max_fee cannot be negative, got {max_fee}")
+    if max_fee is not None and (
+        isinstance(max_fee, bool) or not isinstance(max_fee, int) or max_fee < 0
+    ):
+        raise InvalidAmountError(f"max_fee must be a whole number of sat, 0 or more: {max_fee!r}")
     amount = invoice_amount(invoice, ctx.now().timestamp())
     with ctx.uow() as session:
         mint_url = require_trusted_mint(session, mint_url)

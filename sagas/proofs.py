@@ -118,11 +118,12 @@ def to_wire(row: Proof) -> WireProof:
 
 
 KEEP_TARGET = 3  # proofs of each amount a wallet likes to hold, as Nutshell's wallet does
-DENOMINATIONS = [1 << bit for bit in range(63)]
+AMOUNT_BITS = 63  # amounts are powers of two below 2**63 (a BIGINT column)
 MAX_PER_DENOMINATION = 256
 
 
 def _spendable_where() -> tuple[ColumnElement[bool], ...]:
+    """A wallet's spendable proofs at a mint, in one unit (the statements' parameters)."""
     return (
         Proof.wallet == bindparam("wallet"),
         Proof.mint_url == bindparam("mint_url"),
@@ -131,11 +132,12 @@ def _spendable_where() -> tuple[ColumnElement[bool], ...]:
     )
 
 
+_ALL_SPENDABLE = select(Proof.id, Proof.amount, Proof.keyset_id).where(*_spendable_where())
 # The largest amount the wallet holds: one step down ix_proofs_selection.
 _LARGEST_SPENDABLE = select(func.max(Proof.amount)).where(*_spendable_where())
 
 
-@lru_cache(maxsize=len(DENOMINATIONS))
+@lru_cache(maxsize=AMOUNT_BITS)
 def _candidates_per_amount(bits: int) -> CompoundSelect:
     """For each power-of-two amount below 2**bits, up to `cap_<bit>` of the wallet's
     unspent proofs of it: one LIMITed probe of ix_proofs_selection per amount, so the cost
@@ -162,23 +164,16 @@ def spendable_candidates(
     selection of that size could use are read: one index probe per amount, so
     the cost stays flat however many proofs the wallet holds.
     """
+    mine = {"wallet": wallet, "mint_url": mint_url, "unit": unit}
     if covering is None:
-        rows = session.execute(
-            select(Proof.id, Proof.amount, Proof.keyset_id).where(
-                Proof.wallet == wallet,
-                Proof.mint_url == mint_url,
-                Proof.unit == unit,
-                Proof.state == ProofState.UNSPENT,
-            )
-        )
+        rows = session.execute(_ALL_SPENDABLE, mine)
     else:
         # Of an amount above what is needed a few proofs are enough; below, what adds up
         # to it; above the largest the wallet holds, none.
-        mine = {"wallet": wallet, "mint_url": mint_url, "unit": unit}
         largest = session.scalar(_LARGEST_SPENDABLE, mine)
         if largest is None:
             return []
-        bits = min(int(largest).bit_length(), len(DENOMINATIONS))
+        bits = min(int(largest).bit_length(), AMOUNT_BITS)
         caps = {
             f"cap_{bit}": min(MAX_PER_DENOMINATION, covering // (1 << bit) + KEEP_TARGET)
             for bit in range(bits)

@@ -9,7 +9,7 @@ from sagas.recovery import RULES, run_recovery
 from tasks.app import app
 from tasks.config import get_settings
 from tasks.context import saga_context
-from tasks.events import send_relay
+from tasks.events import request_relay
 from tasks.locks import operation_lock
 
 
@@ -17,10 +17,10 @@ def _sweep(**filters: object) -> dict[str, int]:
     try:
         counts = run_recovery(saga_context(), lock=operation_lock, **filters)  # type: ignore[arg-type]
     except BaseException:
-        send_relay()
+        request_relay()
         raise
     if any(n for key, n in counts.items() if key != "skipped"):
-        send_relay()  # something moved: publish its events now, not at the next tick
+        request_relay()  # something moved: publish its events now, not at the next tick
     return counts
 
 

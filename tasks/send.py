@@ -2,7 +2,7 @@
 rollback; and the beat's proof-state watcher and stale-prepared canceller.
 
 Each task runs one saga step and returns the Operation JSON; steps on an existing
-operation run under its lock. The relay is sent after the step returned, when
+operation run under its lock. Its events are relayed after the step returned, when
 everything it wrote is committed. The token in a result never reaches the worker log
 or task events (tasks/app.py: CashuTask).
 """
@@ -15,7 +15,7 @@ from sagas import send as send_saga
 from sagas.errors import InvalidRequestError
 from tasks.app import app
 from tasks.context import saga_context
-from tasks.events import send_relay
+from tasks.events import request_relay
 from tasks.steps import run_locked_step, run_step
 
 TOKEN_VERSIONS = (3, 4)
@@ -101,5 +101,5 @@ def check_sends() -> dict[str, int]:
     """
     counts = send_saga.watch_pending_sends(saga_context())
     if counts.get("finalized"):
-        send_relay()
+        request_relay()
     return counts
