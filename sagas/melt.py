@@ -36,7 +36,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import bolt11
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -50,6 +49,7 @@ from nuts.amounts import (
     split_amount,
 )
 from nuts.errors import InvalidSignatureError, MintAmbiguousError, MintRejectedError
+from nuts.invoices import InvoiceError, read_invoice
 from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
 from nuts.models import Proof as WireProof
 from nuts.outputs import BLANK_AMOUNT, proof_y, unblind_outputs
@@ -344,17 +344,16 @@ register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
 def invoice_amount(invoice: str, now: float | None = None) -> int:
     """The invoice's amount in sat; garbage, no amount or expired is an InvalidInvoiceError."""
     try:
-        decoded = bolt11.decode(invoice.strip())
-    except Exception as exc:  # the bolt11 package raises several unrelated types
+        terms = read_invoice(invoice)
+    except InvoiceError as exc:
         raise InvalidInvoiceError(f"not a valid bolt11 invoice: {exc}") from None
-    if not decoded.amount_msat:
+    if not terms.amount_msat:
         raise InvalidInvoiceError("the invoice has no amount; amountless invoices are not paid")
-    if decoded.amount_msat % 1000:
+    if terms.amount_msat % 1000:
         raise InvalidInvoiceError("the invoice amount is not a whole number of sat")
-    expiry = decoded.expiry if decoded.expiry is not None else 3600
-    if decoded.date + expiry <= (now or time.time()):
+    if terms.expires_at <= (now or time.time()):
         raise InvalidInvoiceError("the invoice has expired")
-    return int(decoded.amount_msat) // 1000
+    return terms.amount_msat // 1000
 
 
 # --- the steps' insides -------------------------------------------------------------------------
