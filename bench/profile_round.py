@@ -52,6 +52,7 @@ class Meter:
     def __init__(self, database_url: str) -> None:
         self.ms: Counter[str] = Counter()
         self.count: Counter[str] = Counter()
+        self.log: list[str] | None = None  # a list: every statement's first 100 characters
         db = engine(database_url)
         event.listen(db, "before_cursor_execute", self._before)
         event.listen(db, "after_cursor_execute", self._after)
@@ -69,8 +70,10 @@ class Meter:
 
         httpx.Client.send = timed_send  # type: ignore[method-assign]
 
-    def _before(self, conn: Any, *_: Any) -> None:
+    def _before(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         conn.info["t0"] = time.perf_counter()
+        if self.log is not None:
+            self.log.append(" ".join(statement.split())[:100])
 
     def _after(self, conn: Any, *_: Any) -> None:
         self.ms["sql"] += (time.perf_counter() - conn.info.pop("t0")) * 1000
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--cprofile", type=Path, help="also write a cProfile of the rounds")
+    parser.add_argument("--statements", action="store_true", help="list one round's SQL")
     args = parser.parse_args(argv)
 
     migrate_fresh(args.database_url)
@@ -167,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.cprofile)
+        if args.statements:
+            meter.log = []
+            for kind, figures in one_round(ctx, url, a, b, meter).items():
+                print(f"{kind}: {figures['n_statements']} statements")
+            print("\n".join(meter.log), end="\n\n")
+            meter.log = None
     finally:
         running.stop()
     rtt = celery_round_trip(args.database_url, args.redis_url)

@@ -74,7 +74,13 @@ from sagas.errors import (
     ProofsSpentAtMintError,
     UnsupportedMethodError,
 )
-from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
+from sagas.mints import (
+    active_keyset,
+    fee_ppk,
+    load_keysets,
+    require_trusted_mint,
+    trusted_keysets,
+)
 from sagas.proofs import (
     Candidate,
     balance,
@@ -156,8 +162,7 @@ def prepare(
         raise InvalidAmountError(f"max_fee must be a whole number of sat, 0 or more: {max_fee!r}")
     amount = invoice_amount(invoice, ctx.now().timestamp())
     with ctx.uow() as session:
-        mint_url = require_trusted_mint(session, mint_url)
-        keysets = load_keysets(session, mint_url)
+        mint_url, keysets = trusted_keysets(session, mint_url)
         keyset = active_keyset(keysets, "sat", mint_url)
         # No quote for a payment the wallet cannot make. The bounded read answers at
         # once for a wallet that can; only a short one is summed in full.
@@ -203,7 +208,7 @@ def prepare(
         melt_fee = (
             fee_for_ppks([keyset.input_fee_ppk] * len(split_amount(exact))) if needs_swap else fee
         )
-        op.data = {
+        data = {
             "request": invoice,
             "expiry": quote.expiry,
             "fee_reserve": quote.fee_reserve,
@@ -214,14 +219,14 @@ def prepare(
             "melt_input": melt_input,
             "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
         }
-        worst_fee = quote.fee_reserve + op.data["swap_fee"] + melt_fee
+        worst_fee = quote.fee_reserve + data["swap_fee"] + melt_fee
         if max_fee is not None and worst_fee > max_fee:
             # Raised inside the transaction: the operation and its reservation vanish.
             raise FeeLimitExceededError(
                 f"paying {quote.amount} sat could cost up to {worst_fee} sat in fees "
                 f"(max_fee {max_fee})"
             )
-        session.flush()
+        op = update_operation(session, op, data=data)
         record_event(session, op)
         return operation_view(op)
 

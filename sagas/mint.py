@@ -40,6 +40,7 @@ from nuts.errors import (
     QuotePendingError,
 )
 from nuts.errors import QuoteExpiredError as MintQuoteExpiredError
+from nuts.keysets import Keyset
 from nuts.models import BlindSignature, MintQuote, MintQuoteState
 from nuts.outputs import PreparedOutput, derive_outputs, unblind_outputs
 from nuts.secrets import derive_labelled_key
@@ -66,7 +67,7 @@ from sagas.errors import (
     QuoteIssuedElsewhereError,
     UnsupportedMethodError,
 )
-from sagas.mints import active_keyset, load_keysets, require_trusted_mint
+from sagas.mints import active_keyset, load_keysets, require_trusted_mint, trusted_keysets
 from sagas.proofs import split_for_wallet, store_operation_proofs
 from sagas.recovery import register_rule
 
@@ -107,8 +108,9 @@ def prepare(
     _check_method(method)
     amount = validate_amount(amount)
     with ctx.uow() as session:
-        mint_url = require_trusted_mint(session, mint_url)
-        active_keyset(load_keysets(session, mint_url), unit, mint_url)  # unit must be mintable
+        mint_url, keysets = trusted_keysets(session, mint_url)
+        active_keyset(keysets, unit, mint_url)  # the unit must be mintable
+        locked = _supports_nut20(session, mint_url)
         op = new_operation(
             session,
             KIND,
@@ -123,7 +125,6 @@ def prepare(
     # The init row is committed before the quote request: a crash here leaves a
     # trace for recovery, and no invoice was handed to anyone.
     client = ctx.mint_client(mint_url)
-    locked = _supports_nut20(ctx, mint_url)
     pubkey = _quote_key(ctx, wallet, op.id).public_key.format().hex() if locked else None
     try:
         quote = client.create_mint_quote(amount, unit, method=method, pubkey=pubkey)
@@ -197,12 +198,12 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, operation_id, KIND)
         if op.state in SPEC.terminal:
             return operation_view(op)
-        require_trusted_mint(session, op.mint_url)
+        _, keysets = trusted_keysets(session, op.mint_url)
         if op.state == "pending":
-            _write_outputs_ahead(ctx, session, op)
+            _write_outputs_ahead(ctx, session, op, keysets)
         elif op.state != "executing":
             raise InvalidStateError(f"cannot execute a mint operation in state {op.state}")
-        request = _MintRequest.of(op)  # committed in executing when this block ends
+        request = _MintRequest.of(op, keysets)  # committed in executing when this block ends
     return _issue(ctx, request)
 
 
@@ -270,11 +271,13 @@ def _settle_from_quote(
         return operation_view(op)
 
 
-def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
+def _write_outputs_ahead(
+    ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
+) -> None:
     """pending -> executing with the outputs stored (derived once; a re-run reuses them)."""
     data: dict[str, Any] = {}
     if not op.data.get("outputs"):
-        keyset = active_keyset(load_keysets(session, op.mint_url), op.unit, op.mint_url)
+        keyset = active_keyset(keysets, op.unit, op.mint_url)
         amounts = split_for_wallet(session, op.wallet, op.mint_url, op.unit, op.amount)
         first = allocate_counters(session, op.wallet, keyset.id, len(amounts))
         outputs = derive_outputs(ctx.wallet_seed(op.wallet), keyset.id, amounts, first)
@@ -293,9 +296,10 @@ class _MintRequest:
     wallet: str
     method: str
     locked: bool
+    keysets: dict[str, Keyset]  # to unblind the answer
 
     @classmethod
-    def of(cls, op: Operation) -> _MintRequest:
+    def of(cls, op: Operation, keysets: dict[str, Keyset]) -> _MintRequest:
         return cls(
             op_id=op.id,
             outputs=[PreparedOutput.from_dict(o) for o in op.data["outputs"]],
@@ -304,6 +308,7 @@ class _MintRequest:
             wallet=op.wallet,
             method=op.method,
             locked=op.data.get("locked", False),
+            keysets=keysets,
         )
 
 
@@ -329,7 +334,7 @@ def _issue(ctx: SagaContext, request: _MintRequest) -> dict[str, Any]:
         return _back_to_pending(ctx, op_id, drop_outputs=True, error=exc)
     except (QuotePendingError, MintAmbiguousError, MintRejectedError) as exc:
         return record_error(ctx, KIND, op_id, exc)  # stays executing; recovery settles it
-    return _finalize(ctx, op_id, outputs, signatures)
+    return _finalize(ctx, op_id, outputs, signatures, request.keysets)
 
 
 def _finalize(
@@ -337,13 +342,15 @@ def _finalize(
     op_id: uuid.UUID,
     outputs: list[PreparedOutput],
     signatures: list[BlindSignature],
+    keysets: dict[str, Keyset] | None = None,
 ) -> dict[str, Any]:
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "executing":
             return operation_view(op)
         try:
-            proofs = unblind_outputs(outputs, signatures, load_keysets(session, op.mint_url))
+            keysets = keysets or load_keysets(session, op.mint_url)
+            proofs = unblind_outputs(outputs, signatures, keysets)
         except InvalidSignatureError as exc:
             update_operation(session, op, error=MintSignatureInvalidError(str(exc)))
             return operation_view(op)
@@ -443,9 +450,8 @@ def _quote_key(ctx: SagaContext, wallet: str, op_id: uuid.UUID) -> PrivateKey:
     return derive_labelled_key(ctx.wallet_seed(wallet), b"nut20/" + op_id.bytes)
 
 
-def _supports_nut20(ctx: SagaContext, mint_url: str) -> bool:
-    with ctx.uow() as session:
-        info = session.scalar(select(Mint.info).where(Mint.url == mint_url)) or {}
+def _supports_nut20(session: Session, mint_url: str) -> bool:
+    info = session.scalar(select(Mint.info).where(Mint.url == mint_url)) or {}
     entry = (info.get("nuts") or {}).get("20")
     return isinstance(entry, dict) and bool(entry.get("supported"))
 

@@ -128,17 +128,39 @@ def set_trusted(session: Session, url: str, trusted: bool) -> dict:
 def require_trusted_mint(session: Session, url: str) -> str:
     """The normalized URL of a registered, trusted mint; otherwise a typed error."""
     url = normalize_mint_url(url)
-    trusted = session.scalar(select(Mint.trusted).where(Mint.url == url))
+    _check_trust(url, session.scalar(select(Mint.trusted).where(Mint.url == url)))
+    return url
+
+
+def trusted_keysets(session: Session, url: str) -> tuple[str, dict[str, Keyset]]:
+    """require_trusted_mint and load_keysets in one query: the URL and the keysets."""
+    url = normalize_mint_url(url)
+    rows = session.execute(
+        select(Mint.trusted, *_KEYSET_COLUMNS)
+        .outerjoin(KeysetRow, KeysetRow.mint_url == Mint.url)
+        .where(Mint.url == url)
+    ).all()
+    _check_trust(url, rows[0].trusted if rows else None)
+    return url, _keysets(session, url, [row for row in rows if row.id is not None])
+
+
+def _check_trust(url: str, trusted: bool | None) -> None:
     if trusted is None:
         raise UnknownMintError(f"mint {url} is not registered; add it first")
     if not trusted:
         raise UntrustedMintError(f"mint {url} is not trusted; it will not be contacted")
-    return url
 
 
 # Keys never change under a verified id, so parsed keysets are cached per process.
 _parsed: dict[tuple[str, str], Keyset] = {}
 _parsed_lock = threading.Lock()
+_KEYSET_COLUMNS = (
+    KeysetRow.id,
+    KeysetRow.unit,
+    KeysetRow.active,
+    KeysetRow.input_fee_ppk,
+    KeysetRow.final_expiry,
+)
 
 
 def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
@@ -146,15 +168,11 @@ def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
 
     Only the small columns are read each time; a keyset's keys once per process.
     """
-    rows = session.execute(
-        select(
-            KeysetRow.id,
-            KeysetRow.unit,
-            KeysetRow.active,
-            KeysetRow.input_fee_ppk,
-            KeysetRow.final_expiry,
-        ).where(KeysetRow.mint_url == url)
-    ).all()
+    rows = session.execute(select(*_KEYSET_COLUMNS).where(KeysetRow.mint_url == url)).all()
+    return _keysets(session, url, rows)
+
+
+def _keysets(session: Session, url: str, rows: list[Any]) -> dict[str, Keyset]:
     keysets = {}
     for row in rows:
         with _parsed_lock:

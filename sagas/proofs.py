@@ -193,21 +193,36 @@ def split_for_wallet(
     return split_to_fill(amount, held, KEEP_TARGET)
 
 
-def reserve_proofs(session: Session, row_ids: Sequence[int], operation_id: uuid.UUID) -> bool:
-    """unspent -> reserved for exactly these rows, or for none of them."""
-    locked = session.scalars(
+def reserve_proofs(
+    session: Session, row_ids: Sequence[int], operation_id: uuid.UUID
+) -> list[Proof] | None:
+    """unspent -> reserved for exactly these rows, or for none of them: the rows, or None.
+
+    One statement locks (SKIP LOCKED: a row another transaction holds is not waited for),
+    moves and returns the rows. A lost race puts back what it took, in this transaction.
+    """
+    free = (
         select(Proof.id)
         .where(Proof.id.in_(row_ids), Proof.state == ProofState.UNSPENT)
         .with_for_update(skip_locked=True)
-    ).all()
-    if len(locked) != len(row_ids):
-        return False
-    result = session.execute(
-        update(Proof)
-        .where(Proof.id.in_(row_ids), Proof.state == ProofState.UNSPENT)
-        .values(state=ProofState.RESERVED, used_by=operation_id)
     )
-    return result.rowcount == len(row_ids)
+    rows = session.scalars(
+        update(Proof)
+        .where(Proof.id.in_(free.scalar_subquery()))
+        .values(state=ProofState.RESERVED, used_by=operation_id)
+        .returning(Proof)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if len(rows) == len(row_ids):
+        return list(rows)
+    if rows:
+        session.execute(
+            update(Proof)
+            .where(Proof.id.in_([row.id for row in rows]))
+            .values(state=ProofState.UNSPENT, used_by=None)
+            .execution_options(synchronize_session=False)
+        )
+    return None
 
 
 def select_and_reserve(
@@ -228,7 +243,7 @@ def select_and_reserve(
     With exact_without_fees, proofs adding up to exactly `amount` are taken when
     the wallet has them (they can be handed over as they are, no swap, no fee).
     `choose` replaces the selection rule altogether (it may raise InsufficientFundsError).
-    Each attempt runs in a savepoint, so a lost race undoes only that attempt.
+    A lost race (rows taken meanwhile) undoes only that attempt, and the next one chooses again.
     """
 
     def pick(candidates: list[Candidate]) -> list[Candidate]:
@@ -251,14 +266,9 @@ def select_and_reserve(
                     f"wallet {wallet!r} has {exc.available} {unit} spendable at {mint_url}, "
                     f"needs {exc.needed}"
                 ) from None
-        ids = [c.row_id for c in chosen]
-        with session.begin_nested() as savepoint:
-            if reserve_proofs(session, ids, operation_id):
-                rows = session.scalars(
-                    select(Proof).where(Proof.id.in_(ids)).order_by(Proof.amount)
-                )
-                return [to_wire(row) for row in rows]
-            savepoint.rollback()
+        reserved = reserve_proofs(session, [c.row_id for c in chosen], operation_id)
+        if reserved is not None:
+            return [to_wire(row) for row in sorted(reserved, key=lambda row: row.amount)]
     raise InsufficientBalanceError(
         f"could not reserve proofs for {amount} {unit} after {RESERVE_ATTEMPTS} attempts "
         "(concurrent operations hold them)"

@@ -50,7 +50,13 @@ from sagas.errors import (
     UnknownMintError,
     UntrustedMintError,
 )
-from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
+from sagas.mints import (
+    active_keyset,
+    fee_ppk,
+    load_keysets,
+    require_trusted_mint,
+    trusted_keysets,
+)
 from sagas.proofs import store_operation_proofs
 from sagas.recovery import register_rule
 from sagas.swap import (
@@ -151,8 +157,7 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, operation_id, KIND)
         if op.state not in ("prepared", "executing"):
             return operation_view(op)
-        mint_url = require_trusted_mint(session, op.mint_url)
-        keysets = load_keysets(session, mint_url)
+        mint_url, keysets = trusted_keysets(session, op.mint_url)
         if op.state == "prepared":
             planned = plan_outputs(
                 session,
@@ -248,8 +253,7 @@ def _trusted_mint_for(
     its keysets."""
     try:
         with ctx.uow() as session:
-            url = require_trusted_mint(session, url)
-            return url, load_keysets(session, url)
+            return trusted_keysets(session, url)
     except (UnknownMintError, UntrustedMintError):
         if not trust_mint:
             raise

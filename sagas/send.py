@@ -56,7 +56,13 @@ from sagas.errors import (
     InvalidStateError,
     TokenLockedError,
 )
-from sagas.mints import active_keyset, fee_ppk, load_keysets, require_trusted_mint
+from sagas.mints import (
+    active_keyset,
+    fee_ppk,
+    load_keysets,
+    require_trusted_mint,
+    trusted_keysets,
+)
 from sagas.proofs import (
     proofs_of_operation,
     release_proofs,
@@ -120,8 +126,7 @@ def prepare(
     if p2pk_pubkey is not None:
         p2pk_pubkey = _valid_pubkey(p2pk_pubkey)
     with ctx.uow() as session:
-        mint_url = require_trusted_mint(session, mint_url)
-        keysets = load_keysets(session, mint_url)
+        mint_url, keysets = trusted_keysets(session, mint_url)
         keyset = active_keyset(keysets, unit, mint_url)
         fees = fee_ppk(keysets)
         receiver_fee = _receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
@@ -157,7 +162,7 @@ def prepare(
         input_amount = sum(p.amount for p in inputs)
         needs_swap = not (as_they_are and input_amount == send_amount)
         fee = input_fee(inputs, fees) if needs_swap else 0
-        op.data = {
+        data = {
             "fee": fee,
             "input_amount": input_amount,
             "needs_swap": needs_swap,
@@ -167,7 +172,7 @@ def prepare(
             "memo": memo,
             "p2pk_pubkey": p2pk_pubkey,
         }
-        session.flush()
+        op = update_operation(session, op, data=data)
         record_event(session, op)
         return operation_view(op)
 

@@ -17,7 +17,13 @@ from sagas import mint as mint_saga  # noqa: F401  (registers the mint SagaSpec)
 from sagas.counters import allocate_counters, next_counter, raise_counter_to
 from sagas.engine import SagaContext, get_operation, transition
 from sagas.errors import InsufficientBalanceError, InvalidStateError, StaleOperationError
-from sagas.proofs import balance, release_proofs, select_and_reserve, store_proofs
+from sagas.proofs import (
+    balance,
+    release_proofs,
+    reserve_proofs,
+    select_and_reserve,
+    store_proofs,
+)
 
 MINT = "http://127.0.0.1:1"
 KEYSET = "00" * 8
@@ -188,6 +194,32 @@ def test_reservation_beyond_the_balance_raises_and_reserves_nothing(
             "reserved": 0,
             "pending": 0,
             "total": 12,
+            "unit": "sat",
+            "by_mint": None,
+        }
+
+
+def test_a_reservation_that_loses_one_row_takes_none_of_them(
+    saga_context: SagaContext, wallet_id: str
+) -> None:
+    give_proofs(saga_context, wallet_id, [1, 2, 4])
+    first, second = new_operation(saga_context, wallet_id), new_operation(saga_context, wallet_id)
+    with saga_context.uow() as session:
+        by_amount = select(Proof.id).where(Proof.wallet == wallet_id).order_by(Proof.amount)
+        row_ids = list(session.scalars(by_amount))
+        assert reserve_proofs(session, row_ids[:1], first) is not None
+
+    with saga_context.uow() as session:
+        assert reserve_proofs(session, row_ids, second) is None
+        held = session.execute(select(Proof.used_by).where(Proof.wallet == wallet_id)).scalars()
+        assert sorted(str(h) for h in held) == sorted([str(first), "None", "None"])
+
+    with saga_context.uow() as session:
+        assert balance(session, wallet_id) | {"by_mint": None} == {
+            "spendable": 6,
+            "reserved": 1,
+            "pending": 0,
+            "total": 7,
             "unit": "sat",
             "by_mint": None,
         }
