@@ -67,9 +67,20 @@ def event_type(spec: SagaSpec, state: str) -> str:
     return f"{spec.event_prefix}:{state.replace('_', '-')}"
 
 
-def new_operation(session: Session, kind: str, state: str, **columns: Any) -> Operation:
-    """Insert a new operation (flushed, so proofs can name it); events are the caller's."""
-    op = Operation(id=uuid.uuid4(), kind=kind, state=state, data=columns.pop("data", {}), **columns)
+def new_operation(
+    session: Session, kind: str, state: str, operation_id: uuid.UUID | None = None, **columns: Any
+) -> Operation:
+    """Insert a new operation (flushed, so proofs can name it); events are the caller's.
+
+    A one-call task picks the id itself, to hold the operation's lock before it exists.
+    """
+    op = Operation(
+        id=operation_id or uuid.uuid4(),
+        kind=kind,
+        state=state,
+        data=columns.pop("data", {}),
+        **columns,
+    )
     session.add(op)
     session.flush()
     return op

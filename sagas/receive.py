@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from models import Operation
 from nuts.amounts import input_fee
@@ -28,7 +30,7 @@ from nuts.errors import InvalidTokenError, KeysetError, MintAmbiguousError, Mint
 from nuts.keysets import Keyset
 from nuts.models import Proof as WireProof
 from nuts.models import ProofSpentState
-from nuts.outputs import proof_y, verify_proof_dleq
+from nuts.outputs import PreparedOutput, proof_y, verify_proof_dleq
 from nuts.p2pk import P2PKConditions, SpendingConditionError, parse_secret, sign_p2pk_inputs
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import Token, decode_token, expand_keyset_ids
@@ -89,6 +91,17 @@ SPEC = register(
 )
 
 
+@dataclass(frozen=True)
+class _CheckedToken:
+    """A token that passed every offline check, and what receiving it yields."""
+
+    token: Token
+    mint_url: str
+    keysets: dict[str, Keyset]
+    fee: int
+    token_id: str  # the operation's quote_id: one operation per token
+
+
 def prepare(
     ctx: SagaContext,
     wallet: str,
@@ -97,58 +110,9 @@ def prepare(
     notify_task: str | None = None,
 ) -> dict[str, Any]:
     """Check a token offline and report what receiving it yields; nothing moves yet."""
-    parsed = decode_token(token)
-    mint_url, keysets = _trusted_mint_for(ctx, parsed.mint, trust_mint)
-    if not set(_short(parsed)) <= {k[:16] for k in keysets}:
-        with ctx.uow() as session:  # a keyset we have not seen yet: fetch and verify it
-            registry.sync_keysets(session, ctx.mint_client(mint_url), mint_url)
-            keysets = load_keysets(session, mint_url)
-    try:
-        parsed = expand_keyset_ids(parsed, keysets)
-    except KeysetError as exc:
-        raise InvalidTokenError(f"token names a keyset the mint does not have: {exc}") from None
-    for proof in parsed.proofs:
-        keyset = keysets[proof.id]
-        if keyset.unit != parsed.unit:
-            raise InvalidTokenError(f"token unit {parsed.unit} but keyset unit {keyset.unit}")
-        if not verify_proof_dleq(proof, keyset):
-            raise InvalidTokenError("a proof's DLEQ does not verify: not signed by this mint")
-    _check_locks(ctx, wallet, parsed.proofs)
-    fee = input_fee(parsed.proofs, fee_ppk(keysets))
-    if parsed.amount <= fee:
-        raise InvalidTokenError(f"token worth {parsed.amount} does not cover its fee {fee}")
-    token_id = hashlib.sha256("".join(sorted(proof_y(p) for p in parsed.proofs)).encode())
+    checked = _check_token(ctx, wallet, token, trust_mint)
     with ctx.uow() as session:
-        existing = session.scalars(
-            select(Operation).where(
-                Operation.mint_url == mint_url,
-                Operation.kind == KIND,
-                Operation.quote_id == token_id.hexdigest(),
-            )
-        ).one_or_none()
-        if existing is not None:
-            if existing.wallet == wallet and existing.state not in SPEC.terminal:
-                return operation_view(existing)
-            raise TokenAlreadySpentError("this token was already received")
-        op = new_operation(
-            session,
-            KIND,
-            "prepared",
-            wallet=wallet,
-            mint_url=mint_url,
-            unit=parsed.unit,
-            amount=parsed.amount - fee,
-            quote_id=token_id.hexdigest(),
-            notify_task=notify_task,
-            data={
-                "fee": fee,
-                "token_amount": parsed.amount,
-                "memo": parsed.memo,
-                "inputs": [p.model_dump(exclude_none=True) for p in parsed.proofs],
-            },
-        )
-        record_event(session, op)
-        return operation_view(op)
+        return operation_view(_record_prepared(session, wallet, checked, notify_task))
 
 
 def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -157,38 +121,9 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, operation_id, KIND)
         if op.state not in ("prepared", "executing"):
             return operation_view(op)
-        mint_url, keysets = trusted_keysets(session, op.mint_url)
-        if op.state == "prepared":
-            planned = plan_outputs(
-                session,
-                ctx.wallet_seed(op.wallet),
-                op.wallet,
-                active_keyset(keysets, op.unit, mint_url),
-                {"outputs": op.amount},
-                kept_at=mint_url,
-            )
-            transition(session, op, "executing", data=outputs_data(planned))
-        op_id = op.id
-        inputs = _signed_inputs(ctx, op)
-        outputs = stored_outputs(op.data, "outputs")
-    outcome = settle_swap(ctx.mint_client(mint_url), inputs, outputs, keysets)
-    with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state != "executing":
-            return operation_view(op)
-        if outcome.result == SwapResult.DONE:
-            store_operation_proofs(session, op, outcome.proofs)
-            transition(session, op, "finalized")
-        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
-            transition(session, op, "failed", error=TokenAlreadySpentError())
-        elif outcome.result == SwapResult.REJECTED:
-            transition(session, op, "rolled_back", error=outcome.error)
-        else:
-            update_operation(session, op, error=outcome.error)
-        view = operation_view(op)
-    if view["state"] == "failed":
-        raise TokenAlreadySpentError("the token was already claimed elsewhere")
-    return view
+        _, keysets = trusted_keysets(session, op.mint_url)
+        swap = _write_outputs_ahead(ctx, session, op, keysets)
+    return _swap(ctx, swap)
 
 
 def redeem(
@@ -197,10 +132,22 @@ def redeem(
     token: str,
     trust_mint: bool = False,
     notify_task: str | None = None,
+    *,
+    operation_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """prepare + execute in one call."""
-    prepared = prepare(ctx, wallet, token, trust_mint, notify_task)
-    return execute(ctx, prepared["id"])
+    """prepare + execute in one call: the outputs are written ahead in prepare's transaction.
+
+    `operation_id`: the id to give the new operation (its caller holds its lock). When the
+    token already has an open operation of this wallet, that one is returned as it is, for
+    the caller to execute under its own lock.
+    """
+    checked = _check_token(ctx, wallet, token, trust_mint)
+    with ctx.uow() as session:
+        op = _record_prepared(session, wallet, checked, notify_task, operation_id)
+        if operation_id is not None and op.id != operation_id:
+            return operation_view(op)
+        swap = _write_outputs_ahead(ctx, session, op, checked.keysets)
+    return _swap(ctx, swap)
 
 
 def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
@@ -244,6 +191,127 @@ def operation_view_of(ctx: SagaContext, operation_id: uuid.UUID) -> dict[str, An
 
 
 # --- the steps' insides -------------------------------------------------------------------------
+
+
+def _check_token(ctx: SagaContext, wallet: str, token: str, trust_mint: bool) -> _CheckedToken:
+    """Decode and check a token offline: mint trusted, keysets known, DLEQs, locks, fee."""
+    parsed = decode_token(token)
+    mint_url, keysets = _trusted_mint_for(ctx, parsed.mint, trust_mint)
+    if not set(_short(parsed)) <= {k[:16] for k in keysets}:
+        with ctx.uow() as session:  # a keyset we have not seen yet: fetch and verify it
+            registry.sync_keysets(session, ctx.mint_client(mint_url), mint_url)
+            keysets = load_keysets(session, mint_url)
+    try:
+        parsed = expand_keyset_ids(parsed, keysets)
+    except KeysetError as exc:
+        raise InvalidTokenError(f"token names a keyset the mint does not have: {exc}") from None
+    for proof in parsed.proofs:
+        keyset = keysets[proof.id]
+        if keyset.unit != parsed.unit:
+            raise InvalidTokenError(f"token unit {parsed.unit} but keyset unit {keyset.unit}")
+        if not verify_proof_dleq(proof, keyset):
+            raise InvalidTokenError("a proof's DLEQ does not verify: not signed by this mint")
+    _check_locks(ctx, wallet, parsed.proofs)
+    fee = input_fee(parsed.proofs, fee_ppk(keysets))
+    if parsed.amount <= fee:
+        raise InvalidTokenError(f"token worth {parsed.amount} does not cover its fee {fee}")
+    token_id = hashlib.sha256("".join(sorted(proof_y(p) for p in parsed.proofs)).encode())
+    return _CheckedToken(parsed, mint_url, keysets, fee, token_id.hexdigest())
+
+
+def _record_prepared(
+    session: Session,
+    wallet: str,
+    checked: _CheckedToken,
+    notify_task: str | None,
+    operation_id: uuid.UUID | None = None,
+) -> Operation:
+    """The token's operation: this wallet's open one, or a new one in prepared."""
+    existing = session.scalars(
+        select(Operation).where(
+            Operation.mint_url == checked.mint_url,
+            Operation.kind == KIND,
+            Operation.quote_id == checked.token_id,
+        )
+    ).one_or_none()
+    if existing is not None:
+        if existing.wallet == wallet and existing.state not in SPEC.terminal:
+            return existing
+        raise TokenAlreadySpentError("this token was already received")
+    token = checked.token
+    op = new_operation(
+        session,
+        KIND,
+        "prepared",
+        operation_id,
+        wallet=wallet,
+        mint_url=checked.mint_url,
+        unit=token.unit,
+        amount=token.amount - checked.fee,
+        quote_id=checked.token_id,
+        notify_task=notify_task,
+        data={
+            "fee": checked.fee,
+            "token_amount": token.amount,
+            "memo": token.memo,
+            "inputs": [p.model_dump(exclude_none=True) for p in token.proofs],
+        },
+    )
+    record_event(session, op)
+    return op
+
+
+@dataclass(frozen=True)
+class _SwapRequest:
+    """What the swap of an executing receive needs (read in its transaction)."""
+
+    op_id: uuid.UUID
+    mint_url: str
+    inputs: list[WireProof]
+    outputs: list[PreparedOutput]
+    keysets: dict[str, Keyset]
+
+
+def _write_outputs_ahead(
+    ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
+) -> _SwapRequest:
+    """prepared -> executing with our outputs stored; an executing one replays its outputs."""
+    if op.state == "prepared":
+        planned = plan_outputs(
+            session,
+            ctx.wallet_seed(op.wallet),
+            op.wallet,
+            active_keyset(keysets, op.unit, op.mint_url),
+            {"outputs": op.amount},
+            kept_at=op.mint_url,
+        )
+        transition(session, op, "executing", data=outputs_data(planned))
+    return _SwapRequest(
+        op.id, op.mint_url, _signed_inputs(ctx, op), stored_outputs(op.data, "outputs"), keysets
+    )
+
+
+def _swap(ctx: SagaContext, request: _SwapRequest) -> dict[str, Any]:
+    outcome = settle_swap(
+        ctx.mint_client(request.mint_url), request.inputs, request.outputs, request.keysets
+    )
+    with ctx.uow() as session:
+        op = get_operation(session, request.op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            store_operation_proofs(session, op, outcome.proofs)
+            transition(session, op, "finalized")
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            transition(session, op, "failed", error=TokenAlreadySpentError())
+        elif outcome.result == SwapResult.REJECTED:
+            transition(session, op, "rolled_back", error=outcome.error)
+        else:
+            update_operation(session, op, error=outcome.error)
+        view = operation_view(op)
+    if view["state"] == "failed":
+        raise TokenAlreadySpentError("the token was already claimed elsewhere")
+    return view
 
 
 def _trusted_mint_for(

@@ -7,11 +7,12 @@ task events or the stored result's arguments (tasks/app.py: CashuTask).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sagas import receive as receive_saga
 from tasks.app import app
-from tasks.steps import run_locked_step, run_step
+from tasks.steps import run_locked_step, run_new_locked_step, run_step
 
 
 @app.task(name="cashu.receive.prepare")
@@ -32,6 +33,9 @@ def execute(operation_id: str) -> dict[str, Any]:
 def redeem(
     wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
 ) -> dict[str, Any]:
-    """prepare + execute in one task (the execute step under the operation's lock)."""
-    prepared = prepare.run(wallet, token, trust_mint, notify_task)
-    return execute.run(prepared["id"])
+    """prepare + execute in one step, under the lock of the operation it creates."""
+    new_id = uuid.uuid4()
+    op = run_new_locked_step(receive_saga.redeem, new_id, wallet, token, trust_mint, notify_task)
+    if op["id"] != str(new_id):  # the token's operation existed: finish it under its lock
+        return execute.run(op["id"])
+    return op

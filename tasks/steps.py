@@ -1,15 +1,18 @@
 """How a task runs a saga step: the one shape every public task shares.
 
-`run_step` for a step that creates an operation; `run_locked_step` for a step
-on an existing one, under its lock. Either way its events are relayed afterwards,
-when everything the step wrote is committed (DESIGN.md section 6), and after the
-task's result went out (tasks/events.py: request_relay). The task's
-log context (tasks/log_format.py) learns the operation's id, and its wallet once
-the step returns it, for the task's remaining log lines.
+`run_step` for a step that creates an operation; `run_locked_step` for a step on an
+existing one, under its lock; `run_new_locked_step` for a one-call step that creates an
+operation and carries on with it (the task picks the id, and the lock is held before
+the operation exists). Either way its events are relayed afterwards, when everything the
+step wrote is committed (DESIGN.md section 6), and after the task's result went out
+(tasks/events.py: request_relay). The task's log context (tasks/log_format.py) learns
+the operation's id, and its wallet once the step returns it, for the task's remaining
+log lines.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,3 +38,11 @@ def run_locked_step(step: Callable[..., T], operation_id: str, *args: Any, **kwa
     bind(operation_id=operation_id)
     with operation_lock(operation_id):
         return run_step(step, operation_id, *args, **kwargs)
+
+
+def run_new_locked_step(
+    step: Callable[..., T], operation_id: uuid.UUID, *args: Any, **kwargs: Any
+) -> T:
+    bind(operation_id=str(operation_id))
+    with operation_lock(operation_id):
+        return run_step(step, *args, operation_id=operation_id, **kwargs)

@@ -256,6 +256,24 @@ def test_a_token_received_twice_fails_clearly_the_second_time(
     assert_balance(client, alice, spendable=100 - 30 - op["fee"])
 
 
+def test_redeem_of_a_prepared_token_executes_that_operation(
+    celery_client: Celery, mint_url: str, alice: str, bob: str, saga_context
+) -> None:
+    client = celery_client
+    fund(client, alice, mint_url, 100)
+    token = call(client, "cashu.send.token", wallet=alice, mint_url=mint_url, amount=30)["token"]
+    prepared = call(client, "cashu.receive.prepare", wallet=bob, token=token)
+
+    received = call(client, "cashu.receive.redeem", wallet=bob, token=token)
+
+    assert (received["id"], received["state"]) == (prepared["id"], "finalized")
+    assert [op["id"] for op in call(client, "cashu.ops.list", wallet=bob)["operations"]] == [
+        prepared["id"]
+    ]
+    assert_balance(client, bob, spendable=30 - received["fee"])
+    assert_mint_agrees(saga_context, mint_url, bob)
+
+
 @pytest.mark.parametrize(
     "token",
     [
