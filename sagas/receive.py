@@ -30,7 +30,7 @@ from nuts.errors import InvalidTokenError, KeysetError, MintAmbiguousError, Mint
 from nuts.keysets import Keyset
 from nuts.models import Proof as WireProof
 from nuts.models import ProofSpentState
-from nuts.outputs import PreparedOutput, proof_y, verify_proof_dleq
+from nuts.outputs import proof_y, verify_proof_dleq
 from nuts.p2pk import P2PKConditions, SpendingConditionError, parse_secret, sign_p2pk_inputs
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import Token, decode_token, expand_keyset_ids
@@ -62,12 +62,12 @@ from sagas.mints import (
 from sagas.proofs import store_operation_proofs
 from sagas.recovery import register_rule
 from sagas.swap import (
+    SwapRequest,
     SwapResult,
     inputs_state,
     outputs_data,
     plan_outputs,
     restore_outputs,
-    settle_swap,
     stored_outputs,
 )
 
@@ -261,20 +261,9 @@ def _record_prepared(
     return op
 
 
-@dataclass(frozen=True)
-class _SwapRequest:
-    """What the swap of an executing receive needs (read in its transaction)."""
-
-    op_id: uuid.UUID
-    mint_url: str
-    inputs: list[WireProof]
-    outputs: list[PreparedOutput]
-    keysets: dict[str, Keyset]
-
-
 def _write_outputs_ahead(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
-) -> _SwapRequest:
+) -> SwapRequest:
     """prepared -> executing with our outputs stored; an executing one replays its outputs."""
     if op.state == "prepared":
         planned = plan_outputs(
@@ -286,15 +275,11 @@ def _write_outputs_ahead(
             kept_at=op.mint_url,
         )
         transition(session, op, "executing", data=outputs_data(planned))
-    return _SwapRequest(
-        op.id, op.mint_url, _signed_inputs(ctx, op), stored_outputs(op.data, "outputs"), keysets
-    )
+    return SwapRequest.of(op, _signed_inputs(ctx, op), keysets, ["outputs"])
 
 
-def _swap(ctx: SagaContext, request: _SwapRequest) -> dict[str, Any]:
-    outcome = settle_swap(
-        ctx.mint_client(request.mint_url), request.inputs, request.outputs, request.keysets
-    )
+def _swap(ctx: SagaContext, request: SwapRequest) -> dict[str, Any]:
+    outcome = request.settle(ctx.mint_client(request.mint_url))
     with ctx.uow() as session:
         op = get_operation(session, request.op_id, KIND)
         if op.state != "executing":

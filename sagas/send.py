@@ -21,6 +21,7 @@ Recovery, per state:
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 from models import Operation, Proof, ProofState
 from nuts.amounts import fee_for_ppks, input_fee, split_amount
 from nuts.errors import MintAmbiguousError, MintRejectedError
+from nuts.keysets import Keyset
 from nuts.models import Proof as WireProof
 from nuts.models import ProofSpentState
 from nuts.p2pk import sign_p2pk_inputs
@@ -72,7 +74,14 @@ from sagas.proofs import (
     to_wire,
 )
 from sagas.recovery import register_rule
-from sagas.swap import SwapResult, outputs_data, plan_outputs, settle_swap, stored_outputs
+from sagas.swap import (
+    SwapRequest,
+    SwapResult,
+    outputs_data,
+    plan_outputs,
+    settle_swap,
+    stored_outputs,
+)
 
 KIND = "send"
 
@@ -122,58 +131,9 @@ def prepare(
     notify_task: str | None = None,
 ) -> dict[str, Any]:
     """Reserve inputs for a send and report its fee; nothing leaves the wallet yet."""
-    amount = validate_amount(amount)
-    if p2pk_pubkey is not None:
-        p2pk_pubkey = _valid_pubkey(p2pk_pubkey)
+    request = _SendRequest.checked(amount, unit, memo, p2pk_pubkey, include_receiver_fee)
     with ctx.uow() as session:
-        mint_url, keysets = trusted_keysets(session, mint_url)
-        keyset = active_keyset(keysets, unit, mint_url)
-        fees = fee_ppk(keysets)
-        receiver_fee = _receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
-        if not include_receiver_fee and amount <= _receiver_fee(amount, keyset.input_fee_ppk):
-            raise InvalidAmountError(
-                f"a token of {amount} {unit} cannot be received: the receiver's swap costs "
-                "that much; send more, or pass include_receiver_fee"
-            )
-        send_amount = amount + receiver_fee
-        op = new_operation(
-            session,
-            KIND,
-            "prepared",
-            wallet=wallet,
-            mint_url=mint_url,
-            unit=unit,
-            amount=amount,
-            notify_task=notify_task,
-        )
-        # Handing over proofs as they are needs an exact match, no lock, and a receiver
-        # fee we computed for the split (which the proofs we hold need not match).
-        as_they_are = p2pk_pubkey is None and not include_receiver_fee
-        inputs = select_and_reserve(
-            session,
-            wallet=wallet,
-            mint_url=mint_url,
-            unit=unit,
-            amount=send_amount,
-            fee_ppk=fees,
-            operation_id=op.id,
-            exact_without_fees=as_they_are,
-        )
-        input_amount = sum(p.amount for p in inputs)
-        needs_swap = not (as_they_are and input_amount == send_amount)
-        fee = input_fee(inputs, fees) if needs_swap else 0
-        data = {
-            "fee": fee,
-            "input_amount": input_amount,
-            "needs_swap": needs_swap,
-            "send_amount": send_amount,
-            "keep_amount": input_amount - send_amount - fee,
-            "receiver_fee": receiver_fee,
-            "memo": memo,
-            "p2pk_pubkey": p2pk_pubkey,
-        }
-        op = update_operation(session, op, data=data)
-        record_event(session, op)
+        op, _ = _reserve(session, wallet, mint_url, request, notify_task)
         return operation_view(op)
 
 
@@ -183,37 +143,34 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID, token_version: int 
         op = get_operation(session, operation_id, KIND)
         if op.state not in ("prepared", "executing"):
             return operation_view(op)
-        require_trusted_mint(session, op.mint_url)
-        if op.state == "prepared" and not op.data["needs_swap"]:
-            transition(session, op, "executing")
-            set_proof_state(session, op.id, ProofState.PENDING)
-            return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
-        if op.state == "prepared":
-            _write_outputs_ahead(ctx, session, op)
-        op_id, mint_url = op.id, op.mint_url
-        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
-        send, keep = stored_outputs(op.data, "send"), stored_outputs(op.data, "keep")
-        keysets = load_keysets(session, mint_url)
-    outcome = settle_swap(ctx.mint_client(mint_url), inputs, send + keep, keysets)
+        _, keysets = trusted_keysets(session, op.mint_url)
+        started = _start(ctx, session, op, keysets, token_version)
+    return started if isinstance(started, dict) else _swap(ctx, started, token_version)
+
+
+def token(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    amount: int,
+    unit: str = "sat",
+    memo: str | None = None,
+    p2pk_pubkey: str | None = None,
+    include_receiver_fee: bool = False,
+    notify_task: str | None = None,
+    token_version: int = 4,
+    *,
+    operation_id: uuid.UUID | None = None,
+) -> dict:
+    """prepare + execute in one call: reserved and written ahead in one transaction.
+
+    `operation_id`: the id to give the new operation (its caller holds its lock).
+    """
+    request = _SendRequest.checked(amount, unit, memo, p2pk_pubkey, include_receiver_fee)
     with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state != "executing":
-            return operation_view(op)
-        if outcome.result == SwapResult.DONE:
-            set_proof_state(session, op.id, ProofState.SPENT)
-            sent, kept = outcome.proofs[: len(send)], outcome.proofs[len(send) :]
-            store_operation_proofs(session, op, kept)
-            store_operation_proofs(session, op, sent, state=ProofState.PENDING, used_by=op.id)
-            return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
-        if outcome.result == SwapResult.REJECTED:
-            release_proofs(session, op.id)
-            transition(session, op, "rolled_back", error=outcome.error)
-        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
-            set_proof_state(session, op.id, ProofState.SPENT)
-            transition(session, op, "rolled_back", error=outcome.error)
-        else:
-            update_operation(session, op, error=outcome.error)
-        return operation_view(op)
+        op, keysets = _reserve(session, wallet, mint_url, request, notify_task, operation_id)
+        started = _start(ctx, session, op, keysets, token_version)
+    return started if isinstance(started, dict) else _swap(ctx, started, token_version)
 
 
 def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -340,8 +297,140 @@ register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
 # --- the steps' insides -------------------------------------------------------------------------
 
 
-def _write_outputs_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
-    keysets = load_keysets(session, op.mint_url)
+@dataclass(frozen=True)
+class _SendRequest:
+    """A send's arguments, checked before anything is read or reserved."""
+
+    amount: int
+    unit: str
+    memo: str | None
+    p2pk_pubkey: str | None
+    include_receiver_fee: bool
+
+    @classmethod
+    def checked(
+        cls,
+        amount: int,
+        unit: str,
+        memo: str | None,
+        p2pk_pubkey: str | None,
+        include_receiver_fee: bool,
+    ) -> _SendRequest:
+        amount = validate_amount(amount)
+        if p2pk_pubkey is not None:
+            p2pk_pubkey = _valid_pubkey(p2pk_pubkey)
+        return cls(amount, unit, memo, p2pk_pubkey, include_receiver_fee)
+
+
+def _reserve(
+    session: Session,
+    wallet: str,
+    mint_url: str,
+    request: _SendRequest,
+    notify_task: str | None,
+    operation_id: uuid.UUID | None = None,
+) -> tuple[Operation, dict[str, Keyset]]:
+    """A new prepared send with its inputs reserved and its fee worked out."""
+    amount, unit = request.amount, request.unit
+    mint_url, keysets = trusted_keysets(session, mint_url)
+    keyset = active_keyset(keysets, unit, mint_url)
+    fees = fee_ppk(keysets)
+    include_receiver_fee = request.include_receiver_fee
+    receiver_fee = _receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
+    if not include_receiver_fee and amount <= _receiver_fee(amount, keyset.input_fee_ppk):
+        raise InvalidAmountError(
+            f"a token of {amount} {unit} cannot be received: the receiver's swap costs "
+            "that much; send more, or pass include_receiver_fee"
+        )
+    send_amount = amount + receiver_fee
+    op = new_operation(
+        session,
+        KIND,
+        "prepared",
+        operation_id,
+        wallet=wallet,
+        mint_url=mint_url,
+        unit=unit,
+        amount=amount,
+        notify_task=notify_task,
+    )
+    # Handing over proofs as they are needs an exact match, no lock, and a receiver
+    # fee we computed for the split (which the proofs we hold need not match).
+    as_they_are = request.p2pk_pubkey is None and not include_receiver_fee
+    inputs = select_and_reserve(
+        session,
+        wallet=wallet,
+        mint_url=mint_url,
+        unit=unit,
+        amount=send_amount,
+        fee_ppk=fees,
+        operation_id=op.id,
+        exact_without_fees=as_they_are,
+    )
+    input_amount = sum(p.amount for p in inputs)
+    needs_swap = not (as_they_are and input_amount == send_amount)
+    fee = input_fee(inputs, fees) if needs_swap else 0
+    data = {
+        "fee": fee,
+        "input_amount": input_amount,
+        "needs_swap": needs_swap,
+        "send_amount": send_amount,
+        "keep_amount": input_amount - send_amount - fee,
+        "receiver_fee": receiver_fee,
+        "memo": request.memo,
+        "p2pk_pubkey": request.p2pk_pubkey,
+    }
+    op = update_operation(session, op, data=data)
+    record_event(session, op)
+    return op, keysets
+
+
+def _start(
+    ctx: SagaContext,
+    session: Session,
+    op: Operation,
+    keysets: dict[str, Keyset],
+    token_version: int,
+) -> dict[str, Any] | SwapRequest:
+    """A prepared or executing send: the token at once when its inputs go out as they are,
+    else the swap to make (its outputs written ahead on the way to executing)."""
+    if op.state == "prepared" and not op.data["needs_swap"]:
+        transition(session, op, "executing")
+        set_proof_state(session, op.id, ProofState.PENDING)
+        return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
+    if op.state == "prepared":
+        _write_outputs_ahead(ctx, session, op, keysets)
+    inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+    return SwapRequest.of(op, inputs, keysets, ["send", "keep"])
+
+
+def _swap(ctx: SagaContext, request: SwapRequest, token_version: int) -> dict[str, Any]:
+    outcome = request.settle(ctx.mint_client(request.mint_url))
+    sent_count = len(request.outputs["send"])
+    with ctx.uow() as session:
+        op = get_operation(session, request.op_id, KIND)
+        if op.state != "executing":
+            return operation_view(op)
+        if outcome.result == SwapResult.DONE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            sent, kept = outcome.proofs[:sent_count], outcome.proofs[sent_count:]
+            store_operation_proofs(session, op, kept)
+            store_operation_proofs(session, op, sent, state=ProofState.PENDING, used_by=op.id)
+            return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
+        if outcome.result == SwapResult.REJECTED:
+            release_proofs(session, op.id)
+            transition(session, op, "rolled_back", error=outcome.error)
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            transition(session, op, "rolled_back", error=outcome.error)
+        else:
+            update_operation(session, op, error=outcome.error)
+        return operation_view(op)
+
+
+def _write_outputs_ahead(
+    ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
+) -> None:
     keyset = active_keyset(keysets, op.unit, op.mint_url)
     planned = plan_outputs(
         session,

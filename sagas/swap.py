@@ -13,9 +13,11 @@ Send, receive, melt and reclaims all swap. What they share is here:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -102,6 +104,33 @@ def stored_outputs(data: Mapping[str, list[dict]], purpose: str) -> list[Prepare
 def outputs_data(planned: Mapping[str, list[PreparedOutput]]) -> dict[str, list[dict]]:
     """The JSON form of planned outputs, for the write-ahead state."""
     return {purpose: [o.to_dict() for o in outputs] for purpose, outputs in planned.items()}
+
+
+@dataclass(frozen=True)
+class SwapRequest:
+    """A swap written ahead, as the transaction that wrote it read it; made after commit."""
+
+    op_id: uuid.UUID
+    mint_url: str
+    inputs: list[WireProof]
+    outputs: dict[str, list[PreparedOutput]]  # by purpose, in the order they are sent
+    keysets: dict[str, Keyset]
+
+    @classmethod
+    def of(
+        cls,
+        op: Any,
+        inputs: list[WireProof],
+        keysets: dict[str, Keyset],
+        purposes: Sequence[str],
+    ) -> SwapRequest:
+        outputs = {purpose: stored_outputs(op.data, purpose) for purpose in purposes}
+        return cls(op.id, op.mint_url, inputs, outputs, keysets)
+
+    def settle(self, client: MintClient) -> SwapOutcome:
+        """settle_swap; the outcome's proofs in the order of the purposes."""
+        outputs = [o for purpose in self.outputs.values() for o in purpose]
+        return settle_swap(client, self.inputs, outputs, self.keysets)
 
 
 def settle_swap(

@@ -9,6 +9,7 @@ or task events (tasks/app.py: CashuTask).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sagas import send as send_saga
@@ -16,7 +17,7 @@ from sagas.errors import InvalidRequestError
 from tasks.app import app
 from tasks.context import saga_context
 from tasks.events import request_relay
-from tasks.steps import run_locked_step, run_step
+from tasks.steps import run_locked_step, run_new_locked_step, run_step
 
 TOKEN_VERSIONS = (3, 4)
 
@@ -64,13 +65,22 @@ def token(
     token_version: int = 4,
     notify_task: str | None = None,
 ) -> dict[str, Any]:
-    """prepare + execute in one task (the execute step under the operation's lock), for
+    """prepare + execute in one step, under the lock of the operation it creates, for
     callers that need not see the fee first: the Operation with its token."""
     _check_token_version(token_version)  # before anything is reserved
-    prepared = prepare.run(
-        wallet, mint_url, amount, unit, memo, p2pk_pubkey, include_receiver_fee, notify_task
+    return run_new_locked_step(
+        send_saga.token,
+        uuid.uuid4(),
+        wallet,
+        mint_url,
+        amount,
+        unit,
+        memo,
+        p2pk_pubkey,
+        include_receiver_fee,
+        notify_task,
+        token_version,
     )
-    return execute.run(prepared["id"], token_version)
 
 
 def _check_token_version(token_version: object) -> None:

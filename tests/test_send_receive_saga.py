@@ -83,6 +83,38 @@ def test_proofs_that_match_exactly_go_out_without_swap_or_fee(
     assert bal(saga_context, wallet_id)["pending"] == 32
 
 
+def test_token_in_one_call_hands_over_exact_proofs_without_a_swap(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 96)
+
+    sent = send_saga.token(saga_context, wallet_id, mint_url, 32)
+
+    assert (sent["state"], sent["needs_swap"], sent["fee"]) == ("pending", False, 0)
+    assert decode_token(sent["token"]).amount == 32
+    assert bal(saga_context, wallet_id)["spendable"] == 64
+    assert bal(saga_context, wallet_id)["pending"] == 32
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_token_in_one_call_swaps_and_keeps_the_change(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+
+    sent = send_saga.token(  # the receiver's fee on top: never the proofs as they are
+        saga_context, wallet_id, mint_url, 7, memo="tip", include_receiver_fee=True, token_version=3
+    )
+
+    token, sent_amount = decode_token(sent["token"]), sent["send_amount"]
+    assert (sent["state"], sent["needs_swap"], sent_amount) == ("pending", True, 8)
+    assert sent["token"].startswith("cashuA")
+    assert (token.amount, token.memo) == (sent_amount, "tip")
+    assert bal(saga_context, wallet_id)["spendable"] == 100 - sent_amount - sent["fee"]
+    assert bal(saga_context, wallet_id)["pending"] == sent_amount
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
 def test_a_send_too_small_to_cover_the_receivers_fee_is_refused(
     saga_context: SagaContext, mint_url: str, wallet_id: str
 ) -> None:
