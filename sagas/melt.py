@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -50,9 +51,10 @@ from nuts.amounts import (
 )
 from nuts.errors import InvalidSignatureError, MintAmbiguousError, MintRejectedError
 from nuts.invoices import InvoiceError, read_invoice
+from nuts.keysets import Keyset
 from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
 from nuts.models import Proof as WireProof
-from nuts.outputs import BLANK_AMOUNT, proof_y, unblind_outputs
+from nuts.outputs import BLANK_AMOUNT, PreparedOutput, proof_y, unblind_outputs
 from sagas.engine import (
     SagaContext,
     SagaSpec,
@@ -154,81 +156,7 @@ def prepare(
     With `max_fee`, a payment whose fees could come to more (Lightning fee reserve, swap
     and input fees) raises FeeLimitExceededError and nothing is reserved.
     """
-    if method not in METHODS:
-        raise UnsupportedMethodError(f"melt method {method!r} is not supported")
-    if max_fee is not None and (
-        isinstance(max_fee, bool) or not isinstance(max_fee, int) or max_fee < 0
-    ):
-        raise InvalidAmountError(f"max_fee must be a whole number of sat, 0 or more: {max_fee!r}")
-    amount = invoice_amount(invoice, ctx.now().timestamp())
-    with ctx.uow() as session:
-        mint_url, keysets = trusted_keysets(session, mint_url)
-        keyset = active_keyset(keysets, "sat", mint_url)
-        # No quote for a payment the wallet cannot make. The bounded read answers at
-        # once for a wallet that can; only a short one is summed in full.
-        quick = spendable_candidates(session, wallet, mint_url, keyset.unit, covering=amount)
-        if sum(c.amount for c in quick) < amount:
-            spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
-            if spendable < amount:
-                raise InsufficientBalanceError(
-                    f"wallet {wallet!r} has {spendable} sat, needs {amount}+"
-                )
-    quote = ctx.mint_client(mint_url).create_melt_quote(invoice, keyset.unit, method)
-    needed = quote.amount + quote.fee_reserve
-    fees = fee_ppk(keysets)
-    exact = _exact_melt_input(needed, keyset.input_fee_ppk)
-    with ctx.uow() as session:
-        op = new_operation(
-            session,
-            KIND,
-            "prepared",
-            wallet=wallet,
-            method=method,
-            mint_url=mint_url,
-            unit=keyset.unit,
-            amount=quote.amount,
-            quote_id=quote.quote,
-            notify_task=notify_task,
-        )
-        inputs = select_and_reserve(
-            session,
-            wallet=wallet,
-            mint_url=mint_url,
-            unit=keyset.unit,
-            amount=needed,
-            fee_ppk=fees,
-            operation_id=op.id,
-            choose=lambda candidates: _choose_inputs(candidates, needed, exact, fees),
-        )
-        input_amount = sum(p.amount for p in inputs)
-        fee = input_fee(inputs, fees)
-        overshoot = input_amount - needed - fee
-        needs_swap = overshoot > fee and input_amount - fee >= exact
-        melt_input = exact if needs_swap else input_amount
-        melt_fee = (
-            fee_for_ppks([keyset.input_fee_ppk] * len(split_amount(exact))) if needs_swap else fee
-        )
-        data = {
-            "request": invoice,
-            "expiry": quote.expiry,
-            "fee_reserve": quote.fee_reserve,
-            "needs_swap": needs_swap,
-            "swap_fee": fee if needs_swap else 0,
-            "input_fee": melt_fee,
-            "input_amount": input_amount,
-            "melt_input": melt_input,
-            "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
-        }
-        worst_fee = quote.fee_reserve + data["swap_fee"] + melt_fee
-        if max_fee is not None and worst_fee > max_fee:
-            # Raised inside the transaction: the operation and its reservation vanish.
-            raise FeeLimitExceededError(
-                f"paying {quote.amount} sat could cost up to {worst_fee} sat in fees "
-                f"(max_fee {max_fee})"
-            )
-        op = update_operation(session, op, data=data)
-        record_event(session, op)
-        return operation_view(op)
+    return _prepare(ctx, wallet, mint_url, invoice, method, notify_task, max_fee)[0]
 
 
 def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -237,24 +165,31 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, operation_id, KIND)
         if op.state in SPEC.terminal or op.state in ("pending", "rolling_back"):
             return operation_view(op)
-        mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, state, phase = op.id, op.state, op.data.get("phase")
+        _, keysets = trusted_keysets(session, op.mint_url)
         inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
-    if state == "prepared":
-        blocked = _preflight(ctx, op_id, mint_url, inputs)
-        if blocked is not None:
-            return blocked
-        with ctx.uow() as session:
-            op = get_operation(session, op_id, KIND)
-            if op.state != "prepared":
-                return operation_view(op)
-            _write_ahead(ctx, session, op)
-            phase = op.data["phase"]
-    if phase == "swap":
-        swapped = _swap_to_exact(ctx, op_id)
-        if swapped["state"] != "executing":
-            return swapped
-    return _melt(ctx, op_id)
+        reserved = _Reserved.of(op, inputs, keysets)
+    return _execute(ctx, reserved)
+
+
+def pay(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    invoice: str,
+    method: str = "bolt11",
+    notify_task: str | None = None,
+    max_fee: int | None = None,
+    *,
+    operation_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """prepare + execute in one call: the inputs prepare reserved go to the pre-flight check.
+
+    `operation_id`: the id to give the new operation (its caller holds its lock).
+    """
+    _, reserved = _prepare(
+        ctx, wallet, mint_url, invoice, method, notify_task, max_fee, operation_id
+    )
+    return _execute(ctx, reserved)
 
 
 def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -364,6 +299,152 @@ def invoice_amount(invoice: str, now: float | None = None) -> int:
 # --- the steps' insides -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Reserved:
+    """A melt about to be executed, as a transaction read it."""
+
+    op_id: uuid.UUID
+    state: str
+    phase: str | None
+    mint_url: str
+    inputs: list[WireProof]  # its proofs: the reserved inputs while it is prepared
+    keysets: dict[str, Keyset]
+
+    @classmethod
+    def of(cls, op: Operation, inputs: list[WireProof], keysets: dict[str, Keyset]) -> _Reserved:
+        return cls(op.id, op.state, op.data.get("phase"), op.mint_url, inputs, keysets)
+
+
+def _prepare(
+    ctx: SagaContext,
+    wallet: str,
+    mint_url: str,
+    invoice: str,
+    method: str,
+    notify_task: str | None,
+    max_fee: int | None,
+    operation_id: uuid.UUID | None = None,
+) -> tuple[dict[str, Any], _Reserved]:
+    """prepare's work: the Operation JSON, and the reservation as execute needs it."""
+    if method not in METHODS:
+        raise UnsupportedMethodError(f"melt method {method!r} is not supported")
+    if max_fee is not None and (
+        isinstance(max_fee, bool) or not isinstance(max_fee, int) or max_fee < 0
+    ):
+        raise InvalidAmountError(f"max_fee must be a whole number of sat, 0 or more: {max_fee!r}")
+    amount = invoice_amount(invoice, ctx.now().timestamp())
+    with ctx.uow() as session:
+        mint_url, keysets = trusted_keysets(session, mint_url)
+        keyset = active_keyset(keysets, "sat", mint_url)
+        # No quote for a payment the wallet cannot make. The bounded read answers at
+        # once for a wallet that can; only a short one is summed in full.
+        quick = spendable_candidates(session, wallet, mint_url, keyset.unit, covering=amount)
+        if sum(c.amount for c in quick) < amount:
+            spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
+            if spendable < amount:
+                raise InsufficientBalanceError(
+                    f"wallet {wallet!r} has {spendable} sat, needs {amount}+"
+                )
+    quote = ctx.mint_client(mint_url).create_melt_quote(invoice, keyset.unit, method)
+    needed = quote.amount + quote.fee_reserve
+    fees = fee_ppk(keysets)
+    exact = _exact_melt_input(needed, keyset.input_fee_ppk)
+    with ctx.uow() as session:
+        op = new_operation(
+            session,
+            KIND,
+            "prepared",
+            operation_id,
+            wallet=wallet,
+            method=method,
+            mint_url=mint_url,
+            unit=keyset.unit,
+            amount=quote.amount,
+            quote_id=quote.quote,
+            notify_task=notify_task,
+        )
+        inputs = select_and_reserve(
+            session,
+            wallet=wallet,
+            mint_url=mint_url,
+            unit=keyset.unit,
+            amount=needed,
+            fee_ppk=fees,
+            operation_id=op.id,
+            choose=lambda candidates: _choose_inputs(candidates, needed, exact, fees),
+        )
+        input_amount = sum(p.amount for p in inputs)
+        fee = input_fee(inputs, fees)
+        overshoot = input_amount - needed - fee
+        needs_swap = overshoot > fee and input_amount - fee >= exact
+        melt_input = exact if needs_swap else input_amount
+        melt_fee = (
+            fee_for_ppks([keyset.input_fee_ppk] * len(split_amount(exact))) if needs_swap else fee
+        )
+        data = {
+            "request": invoice,
+            "expiry": quote.expiry,
+            "fee_reserve": quote.fee_reserve,
+            "needs_swap": needs_swap,
+            "swap_fee": fee if needs_swap else 0,
+            "input_fee": melt_fee,
+            "input_amount": input_amount,
+            "melt_input": melt_input,
+            "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
+        }
+        worst_fee = quote.fee_reserve + data["swap_fee"] + melt_fee
+        if max_fee is not None and worst_fee > max_fee:
+            # Raised inside the transaction: the operation and its reservation vanish.
+            raise FeeLimitExceededError(
+                f"paying {quote.amount} sat could cost up to {worst_fee} sat in fees "
+                f"(max_fee {max_fee})"
+            )
+        op = update_operation(session, op, data=data)
+        record_event(session, op)
+        return operation_view(op), _Reserved.of(op, inputs, keysets)
+
+
+def _execute(ctx: SagaContext, reserved: _Reserved) -> dict[str, Any]:
+    op_id, phase, request = reserved.op_id, reserved.phase, None
+    if reserved.state == "prepared":
+        blocked = _preflight(ctx, op_id, reserved.mint_url, reserved.inputs)
+        if blocked is not None:
+            return blocked
+        with ctx.uow() as session:
+            op = get_operation(session, op_id, KIND)
+            if op.state != "prepared":
+                return operation_view(op)
+            _write_ahead(ctx, session, op, reserved.keysets)
+            phase = op.data["phase"]
+            if phase == "melt":  # the reserved inputs go to the mint as they are
+                request = _MeltRequest.of(op, reserved.inputs, reserved.keysets)
+    if phase == "swap":
+        swapped = _swap_to_exact(ctx, op_id)
+        if swapped["state"] != "executing":
+            return swapped
+    return _melt(ctx, op_id, request)
+
+
+@dataclass(frozen=True)
+class _MeltRequest:
+    """What the melt request of an executing operation needs (read in its transaction)."""
+
+    op_id: uuid.UUID
+    mint_url: str
+    quote_id: str
+    method: str
+    inputs: list[WireProof]
+    blanks: list[PreparedOutput]
+    keysets: dict[str, Keyset] | None
+
+    @classmethod
+    def of(
+        cls, op: Operation, inputs: list[WireProof], keysets: dict[str, Keyset] | None
+    ) -> _MeltRequest:
+        blanks = stored_outputs(op.data, "blanks")
+        return cls(op.id, op.mint_url, op.quote_id, op.method, inputs, blanks, keysets)
+
+
 def _choose_inputs(
     candidates: list[Candidate], needed: int, exact: int, fees: dict[str, int]
 ) -> list[Candidate]:
@@ -431,9 +512,10 @@ def _preflight(
         return operation_view(op)
 
 
-def _write_ahead(ctx: SagaContext, session: Session, op: Operation) -> None:
+def _write_ahead(
+    ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
+) -> None:
     """prepared -> executing with the swap outputs (if any) and the change blanks stored."""
-    keysets = load_keysets(session, op.mint_url)
     amounts: dict[str, int | list[int]] = {"blanks": [BLANK_AMOUNT] * op.data["blank_count"]}
     if op.data["needs_swap"]:
         keep = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
@@ -484,19 +566,22 @@ def _swap_to_exact(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
         return operation_view(op)
 
 
-def _melt(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
-    with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state != "executing":
-            return operation_view(op)
-        inputs = [
-            to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
-        ]
-        blanks = stored_outputs(op.data, "blanks")
-        mint_url, quote_id, method = op.mint_url, op.quote_id, op.method
-    client = ctx.mint_client(mint_url)
+def _melt(
+    ctx: SagaContext, op_id: uuid.UUID, request: _MeltRequest | None = None
+) -> dict[str, Any]:
+    if request is None:
+        with ctx.uow() as session:
+            op = get_operation(session, op_id, KIND)
+            if op.state != "executing":
+                return operation_view(op)
+            rows = proofs_of_operation(session, op.id)
+            inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
+            request = _MeltRequest.of(op, inputs, None)
+    client = ctx.mint_client(request.mint_url)
+    quote_id, method = request.quote_id, request.method
     try:
-        result = client.melt(quote_id, inputs, [b.blinded_message for b in blanks], method)
+        blanks = [b.blinded_message for b in request.blanks]
+        result = client.melt(quote_id, request.inputs, blanks, method)
     except MintAmbiguousError as exc:
         return record_error(ctx, KIND, op_id, exc)  # maybe paid: recovery asks the quote
     except MintRejectedError as exc:
@@ -508,12 +593,17 @@ def _melt(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
         if quote.state == MeltQuoteState.UNPAID:
             return _roll_back_if_inputs_unspent(ctx, op_id, exc)
         return _settle(ctx, op_id, quote)
-    return _settle(ctx, op_id, result)
+    return _settle(ctx, op_id, result, request.keysets)
 
 
-def _settle(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str, Any]:
+def _settle(
+    ctx: SagaContext,
+    op_id: uuid.UUID,
+    quote: MeltQuote,
+    keysets: dict[str, Keyset] | None = None,
+) -> dict[str, Any]:
     if quote.state == MeltQuoteState.PAID:
-        return _finalize(ctx, op_id, quote)
+        return _finalize(ctx, op_id, quote, keysets)
     if quote.state == MeltQuoteState.PENDING:
         with ctx.uow() as session:
             op = get_operation(session, op_id, KIND)
@@ -524,14 +614,19 @@ def _settle(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str, A
     return _roll_back_if_inputs_unspent(ctx, op_id, None)
 
 
-def _finalize(ctx: SagaContext, op_id: uuid.UUID, quote: MeltQuote) -> dict[str, Any]:
+def _finalize(
+    ctx: SagaContext,
+    op_id: uuid.UUID,
+    quote: MeltQuote,
+    keysets: dict[str, Keyset] | None = None,
+) -> dict[str, Any]:
     """PAID: store the change (from the answer, else by restoring our blanks), then finalize."""
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state not in ("executing", "pending"):
             return operation_view(op)
         blanks = stored_outputs(op.data, "blanks")
-        keysets = load_keysets(session, op.mint_url)
+        keysets = keysets or load_keysets(session, op.mint_url)
         if quote.change or not blanks:  # the change is in the answer (or none can come)
             try:
                 change = unblind_outputs(blanks, quote.change, keysets) if quote.change else []

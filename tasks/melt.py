@@ -8,13 +8,14 @@ its lock; the relay is sent once the step's transactions are committed.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sagas import melt as melt_saga
 from sagas.errors import OperationNotFoundError
 from tasks.app import app
 from tasks.context import saga_context
-from tasks.steps import run_locked_step, run_step
+from tasks.steps import run_locked_step, run_new_locked_step, run_step
 
 
 def _operation_id(operation_id: str | None, mint_url: str | None, quote_id: str | None) -> str:
@@ -51,10 +52,11 @@ def pay(
     max_fee: int | None = None,
     notify_task: str | None = None,
 ) -> dict[str, Any]:
-    """prepare + execute in one task (the execute step under the operation's lock), for
+    """prepare + execute in one step, under the lock of the operation it creates, for
     callers that need not see the fees first; max_fee bounds them."""
-    prepared = prepare.run(wallet, mint_url, invoice, method, notify_task, max_fee)
-    return execute.run(prepared["id"])
+    return run_new_locked_step(
+        melt_saga.pay, uuid.uuid4(), wallet, mint_url, invoice, method, notify_task, max_fee
+    )
 
 
 @app.task(name="cashu.melt.execute")

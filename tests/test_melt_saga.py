@@ -129,6 +129,34 @@ def test_a_melt_paid_at_once_returns_its_change(
     assert mint_says_unspent(saga_context, wallet_id, mint_url)
 
 
+def test_pay_in_one_call_returns_its_change(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+
+    paid = melt_saga.pay(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    assert (paid["state"], paid["amount"], paid["needs_swap"]) == ("finalized", 100, False)
+    assert paid["change_amount"] == change_stored(saga_context, paid["id"])
+    assert bal(saga_context, wallet_id)["total"] == 300 - 100 - paid["effective_fee"]
+    assert bal(saga_context, wallet_id)["reserved"] == bal(saga_context, wallet_id)["pending"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_pay_in_one_call_swaps_a_large_overshoot_first(
+    saga_context: SagaContext, mint_url: str, wallet_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sagas.proofs.KEEP_TARGET", 0)  # no small change: one 512 proof
+    fund(saga_context, wallet_id, mint_url, 512)
+
+    paid = melt_saga.pay(saga_context, wallet_id, mint_url, make_invoice(100))
+
+    assert (paid["state"], paid["needs_swap"], paid["swap_fee"]) == ("finalized", True, 1)
+    assert bal(saga_context, wallet_id)["total"] == 512 - 100 - paid["effective_fee"]
+    assert bal(saga_context, wallet_id)["reserved"] == bal(saga_context, wallet_id)["pending"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
 def _melt_input(ctx: SagaContext, op_id: str) -> int:
     with ctx.uow() as session:
         op = session.get(Operation, op_id)
