@@ -2,7 +2,7 @@
 mint's HTTP answers, Postgres and the rest (Python: ORM, cryptography, JSON); and what one
 Celery round trip costs on its own.
 
-    .venv/bin/python bench/profile_round.py [--rounds 20] [--cprofile out.prof]
+    .venv/bin/python bench/profile_round.py [--rounds 20] [--cprofile out.prof] [--statements]
 
 The round is bench/workload.py's (mint 100, send 7, receive it in a second wallet, melt a
 5 sat invoice; input fee 100 ppk), through the same saga steps the one-call tasks run. It
@@ -98,11 +98,9 @@ def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[
     invoice = make_invoice(5)
     steps: dict[str, Callable[[], object]] = {
         "mint": mint_op,
-        "send": lambda: token.append(
-            send.execute(ctx, send.prepare(ctx, a, url, 7)["id"])["token"]
-        ),
+        "send": lambda: token.append(send.token(ctx, a, url, 7)["token"]),
         "receive": lambda: receive.redeem(ctx, b, token[-1]),
-        "melt": lambda: melt.execute(ctx, melt.prepare(ctx, a, url, invoice)["id"]),
+        "melt": lambda: melt.pay(ctx, a, url, invoice),
     }
     out = {}
     for kind, step in steps.items():
