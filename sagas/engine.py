@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models import Event, Mint, Operation
 from nuts.client import MintClient
@@ -33,6 +34,7 @@ from sagas.errors import (
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
 MAX_AMOUNT = 2_100_000_000_000_000  # every sat there will ever be
+OPERATIONS, EVENTS = Operation.__table__, Event.__table__
 
 
 @dataclass
@@ -148,7 +150,9 @@ def record_event(session: Session, op: Operation) -> None:
     spec = SPECS[op.kind]
     payload = operation_view(op)
     payload.pop("token", None)  # a token is money to whoever reads it: callers get it, streams not
-    session.add(Event(operation_id=op.id, type=event_type(spec, op.state), payload=payload))
+    session.execute(
+        insert(EVENTS).values(operation_id=op.id, type=event_type(spec, op.state), payload=payload)
+    )
 
 
 def update_operation(
@@ -169,25 +173,28 @@ def update_operation(
 def _compare_and_set(
     session: Session, op: Operation, values: dict[str, Any], data: dict[str, Any] | None
 ) -> Operation:
+    """One UPDATE ... WHERE state and version are still what we read ... RETURNING the row,
+    copied into `op` as its committed state. Core, not an ORM bulk update: every step
+    makes several of these, and the ORM's machinery costs more than the statement."""
     if data is not None:
         values["data"] = {**op.data, **data}
-    stmt = (
-        update(Operation)
+    row = session.execute(
+        update(OPERATIONS)
         .where(
-            Operation.id == op.id,
-            Operation.state == op.state,
-            Operation.version == op.version,
+            OPERATIONS.c.id == op.id,
+            OPERATIONS.c.state == op.state,
+            OPERATIONS.c.version == op.version,
         )
         .values(version=op.version + 1, updated_at=datetime.now(UTC), **values)
-        .returning(Operation)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    updated = session.scalars(stmt).one_or_none()
-    if updated is None:
+        .returning(*OPERATIONS.c)
+    ).one_or_none()
+    if row is None:
         raise StaleOperationError(
             f"{op.kind} operation {op.id} changed under us (expected {op.state} v{op.version})"
         )
-    return updated
+    for column, value in row._mapping.items():
+        set_committed_value(op, column, value)
+    return op
 
 
 def _error_columns(error: Exception | None) -> dict[str, Any]:
