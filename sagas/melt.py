@@ -701,12 +701,11 @@ def _resume_reclaim(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, op_id, KIND)
         if op.state != "rolling_back":
             return operation_view(op)
-        mint_url = require_trusted_mint(session, op.mint_url)
+        mint_url, keysets = trusted_keysets(session, op.mint_url)
         inputs = [
             to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
         ]
         reclaim_outputs = stored_outputs(op.data, "reclaim")
-        keysets = load_keysets(session, mint_url)
     outcome = settle_swap(ctx.mint_client(mint_url), inputs, reclaim_outputs, keysets)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)

@@ -56,7 +56,6 @@ from sagas.mints import (
     active_keyset,
     fee_ppk,
     load_keysets,
-    require_trusted_mint,
     trusted_keysets,
 )
 from sagas.proofs import store_operation_proofs
@@ -156,10 +155,9 @@ def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, 
         op = get_operation(session, operation_id, KIND)
         if op.state != "executing":
             return operation_view(op)
-        mint_url = require_trusted_mint(session, op.mint_url)
+        mint_url, keysets = trusted_keysets(session, op.mint_url)
         inputs = _signed_inputs(ctx, op)
         outputs = stored_outputs(op.data, "outputs")
-        keysets = load_keysets(session, mint_url)
     client = ctx.mint_client(mint_url)
     try:
         states = inputs_state(client, inputs)

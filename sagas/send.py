@@ -61,7 +61,6 @@ from sagas.errors import (
 from sagas.mints import (
     active_keyset,
     fee_ppk,
-    load_keysets,
     require_trusted_mint,
     trusted_keysets,
 )
@@ -220,12 +219,11 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             return operation_view(op)
         if op.state == "executing":
             raise InvalidStateError("the send is executing; it settles before it can roll back")
-        mint_url = require_trusted_mint(session, op.mint_url)
+        mint_url, keysets = trusted_keysets(session, op.mint_url)
         if op.state == "pending":
-            _plan_reclaim(ctx, session, op)
+            _plan_reclaim(ctx, session, op, keysets)
         op_id = op.id
         reclaim = stored_outputs(op.data, "reclaim")
-        keysets = load_keysets(session, mint_url)
         sent = _signed_for_reclaim(ctx, op, proofs_of_operation(session, op.id))
     outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets)
     with ctx.uow() as session:
@@ -452,7 +450,9 @@ def _token_out(session: Session, op: Operation, rows: list, token_version: int) 
     return operation_view(op)
 
 
-def _plan_reclaim(ctx: SagaContext, session: Session, op: Operation) -> None:
+def _plan_reclaim(
+    ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
+) -> None:
     """pending -> rolling_back, with the reclaim outputs written ahead."""
     locked_to = op.data.get("p2pk_pubkey")
     if locked_to and locked_to[2:] != _our_pubkey(ctx, op.wallet)[2:]:
@@ -460,7 +460,6 @@ def _plan_reclaim(ctx: SagaContext, session: Session, op: Operation) -> None:
             "the token is locked to the receiver's key (P2PK): only the receiver can claim it"
         )
     sent = [p for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
-    keysets = load_keysets(session, op.mint_url)
     fee = input_fee([to_wire(p) for p in sent], fee_ppk(keysets))
     amount = sum(p.amount for p in sent) - fee
     if amount <= 0:
