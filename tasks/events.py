@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import current_task
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Row, func, select, text, update
 
 from models import Event, Operation
 from models.db import unit_of_work
@@ -26,6 +25,7 @@ from tasks.config import get_settings
 from tasks.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
+EVENTS, OPERATIONS = Event.__table__, Operation.__table__
 
 STREAM = "cashu:events"
 STREAM_MAXLEN = 100_000
@@ -35,7 +35,7 @@ RELAY_QUEUED_KEY = "cashu:relay:queued"
 RELAY_QUEUED_TTL_MS = 2000
 
 
-def event_message(event: Event) -> dict[str, Any]:
+def event_message(event: Row[Any]) -> dict[str, Any]:
     """The event as sent to a notify_task: {id, type, operation_id, created_at, payload}."""
     return {
         "id": event.id,
@@ -46,9 +46,41 @@ def event_message(event: Event) -> dict[str, Any]:
     }
 
 
+def _claim_statement(limit: int) -> Any:
+    """Mark up to `limit` unpublished events published and return them with their
+    operation's notify_task: one statement, so the relay reads nothing twice. The rows
+    stay locked until the commit, which comes only after they were sent."""
+    unpublished = (
+        select(EVENTS.c.id)
+        .where(EVENTS.c.published_at.is_(None))
+        .order_by(EVENTS.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(EVENTS)
+        .where(EVENTS.c.id.in_(unpublished), OPERATIONS.c.id == EVENTS.c.operation_id)
+        .values(published_at=func.now())
+        .returning(
+            EVENTS.c.id,
+            EVENTS.c.operation_id,
+            EVENTS.c.type,
+            EVENTS.c.payload,
+            EVENTS.c.created_at,
+            OPERATIONS.c.notify_task,
+        )
+    )
+
+
+CLAIM_BATCH = _claim_statement(BATCH)  # built once: the relay runs after every task
+
+
 def relay_events(limit: int = BATCH, *, wait: bool = True) -> int | None:
     """Publish up to `limit` unpublished events, oldest first; returns how many. With
-    wait=False, returns None at once when another relay is running."""
+    wait=False, returns None at once when another relay is running.
+
+    The events are sent before their published mark commits: a crash in between sends
+    them again (at least once), never loses one."""
     settings = get_settings()
     with unit_of_work(settings.database_url) as session:
         if wait:
@@ -56,42 +88,31 @@ def relay_events(limit: int = BATCH, *, wait: bool = True) -> int | None:
             session.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
         elif not session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
             return None
-        rows = session.execute(
-            select(Event, Operation.notify_task)
-            .join(Operation, Operation.id == Event.operation_id)
-            .where(Event.published_at.is_(None))
-            .order_by(Event.id)
-            .limit(limit)
-            .with_for_update(of=Event, skip_locked=True)
-        ).all()
+        claim = CLAIM_BATCH if limit == BATCH else _claim_statement(limit)
+        rows = sorted(session.execute(claim), key=lambda row: row.id)
         if not rows:
             return 0
         pipe = get_redis().pipeline(transaction=False)
-        for event, _ in rows:
+        for row in rows:
             pipe.xadd(
                 STREAM,
                 {
-                    "id": str(event.id),
-                    "type": event.type,
-                    "operation_id": str(event.operation_id),
-                    "payload": json.dumps(event.payload, separators=(",", ":")),
+                    "id": str(row.id),
+                    "type": row.type,
+                    "operation_id": str(row.operation_id),
+                    "payload": json.dumps(row.payload, separators=(",", ":")),
                 },
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
             )
         pipe.execute()
-        for event, notify_task in rows:
-            if notify_task:
+        for row in rows:
+            if row.notify_task:
                 app.send_task(
-                    notify_task,
-                    kwargs={"event": event_message(event)},
+                    row.notify_task,
+                    kwargs={"event": event_message(row)},
                     queue=settings.notify_queue,
                 )
-        session.execute(
-            update(Event)
-            .where(Event.id.in_([event.id for event, _ in rows]))
-            .values(published_at=datetime.now(UTC))
-        )
     return len(rows)
 
 
