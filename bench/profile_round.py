@@ -32,6 +32,7 @@ import redis  # noqa: E402
 from db_harness import TEST_MNEMONIC, migrate_fresh  # noqa: E402
 from mint_harness import make_invoice, start_mint  # noqa: E402
 from sqlalchemy import event  # noqa: E402
+from workload import FloorWallet, MintClient, Tally, fetch_keysets  # noqa: E402
 
 from models.db import engine, unit_of_work  # noqa: E402
 from nuts.client import get_mint_client  # noqa: E402
@@ -41,6 +42,7 @@ from sagas import mints as registry  # noqa: E402
 from sagas.engine import SagaContext  # noqa: E402
 
 KINDS = ("mint", "send", "receive", "melt")
+TASKS = {"mint": 2, "send": 1, "receive": 1, "melt": 1}  # Celery calls per operation, one-call
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_profile"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 
@@ -83,9 +85,23 @@ class Meter:
         return Counter(self.ms), Counter(self.count)
 
 
+def metered(steps: dict[str, Callable[[], object]], meter: Meter) -> dict[str, dict]:
+    """Run the steps in order; per kind: ms, http ms, sql ms, counts."""
+    out = {}
+    for kind, step in steps.items():
+        ms0, n0 = meter.snapshot()
+        t0 = time.perf_counter()
+        step()
+        total = (time.perf_counter() - t0) * 1000
+        ms1, n1 = meter.snapshot()
+        out[kind] = {"ms": total, **{k: ms1[k] - ms0[k] for k in ("http", "sql")}}
+        out[kind] |= {f"n_{k}": n1[k] - n0[k] for k in ("http", "statements", "commits")}
+    return out
+
+
 def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[str, dict]:
     """The round through the saga steps of mint.prepare/execute, send.token,
-    receive.redeem and melt.pay; per kind: ms, http ms, sql ms, counts."""
+    receive.redeem and melt.pay."""
 
     def mint_op() -> None:
         op = mint.prepare(ctx, a, url, 100)
@@ -96,21 +112,41 @@ def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[
 
     token: list[str] = []
     invoice = make_invoice(5)
-    steps: dict[str, Callable[[], object]] = {
-        "mint": mint_op,
-        "send": lambda: token.append(send.token(ctx, a, url, 7)["token"]),
-        "receive": lambda: receive.redeem(ctx, b, token[-1]),
-        "melt": lambda: melt.pay(ctx, a, url, invoice),
-    }
-    out = {}
-    for kind, step in steps.items():
-        ms0, n0 = meter.snapshot()
-        t0 = time.perf_counter()
-        step()
-        total = (time.perf_counter() - t0) * 1000
-        ms1, n1 = meter.snapshot()
-        out[kind] = {"ms": total, **{k: ms1[k] - ms0[k] for k in ("http", "sql")}}
-        out[kind] |= {f"n_{k}": n1[k] - n0[k] for k in ("http", "statements", "commits")}
+    return metered(
+        {
+            "mint": mint_op,
+            "send": lambda: token.append(send.token(ctx, a, url, 7)["token"]),
+            "receive": lambda: receive.redeem(ctx, b, token[-1]),
+            "melt": lambda: melt.pay(ctx, a, url, invoice),
+        },
+        meter,
+    )
+
+
+def floor_one_round(a: FloorWallet, b: FloorWallet, meter: Meter) -> dict[str, dict]:
+    """The same round through bench/workload.py's floor (HTTP only, nothing persisted)."""
+    token: list[str] = []
+    invoice = make_invoice(5)
+    tally = Tally()
+    return metered(
+        {
+            "mint": lambda: a.mint(100),
+            "send": lambda: token.append(a.send(7, tally)),
+            "receive": lambda: b.receive(token[-1], tally),
+            "melt": lambda: a.melt(invoice, tally),
+        },
+        meter,
+    )
+
+
+def medians(rounds: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """Per kind, the median of each figure, `rest` = ms - http - sql; and their sum as
+    "round"."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in KINDS:
+        med = {k: statistics.median(r[kind][k] for r in rounds) for k in rounds[0][kind]}
+        out[kind] = med | {"rest": med["ms"] - med["http"] - med["sql"]}
+    out["round"] = {k: sum(out[kind][k] for kind in KINDS) for k in ("ms", "http", "sql", "rest")}
     return out
 
 
@@ -160,14 +196,21 @@ def main(argv: list[str] | None = None) -> int:
             url = registry.add_mint(session, ctx.mint_client(running.url), running.url, True)["url"]
         meter = Meter(args.database_url)
         a, b = f"profile-{uuid.uuid4().hex[:6]}-A", f"profile-{uuid.uuid4().hex[:6]}-B"
+        keysets = fetch_keysets(MintClient(running.url))
+        fa, fb = (FloorWallet(MintClient(running.url), keysets) for _ in range(2))
         for _ in range(3):  # warm-up: connections, keyset cache, the wallet's small amounts
             one_round(ctx, url, a, b, meter)
+            floor_one_round(fa, fb, meter)
         profiler = cProfile.Profile() if args.cprofile else None
+        rounds, floors = [], []
+        for _ in range(args.rounds):  # interleaved, so both see the same machine
+            if profiler:
+                profiler.enable()
+            rounds.append(one_round(ctx, url, a, b, meter))
+            if profiler:
+                profiler.disable()
+            floors.append(floor_one_round(fa, fb, meter))
         if profiler:
-            profiler.enable()
-        rounds = [one_round(ctx, url, a, b, meter) for _ in range(args.rounds)]
-        if profiler:
-            profiler.disable()
             profiler.dump_stats(args.cprofile)
         if args.statements:
             meter.log = []
@@ -182,20 +225,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sagas in-process, {args.rounds} rounds, ms per operation (medians)")
     header = ["", "total", "mint HTTP", "Postgres", "rest", "requests", "statements", "commits"]
     print(f"{header[0]:<9}" + "".join(f"{h:>11}" for h in header[1:]))
-    sums: Counter[str] = Counter()
-    for kind in KINDS:
-        med = {k: statistics.median(r[kind][k] for r in rounds) for k in rounds[0][kind]}
-        rest = med["ms"] - med["http"] - med["sql"]
-        sums.update({"ms": med["ms"], "http": med["http"], "sql": med["sql"], "rest": rest})
-        print(
-            f"{kind:<9}{med['ms']:>11.1f}{med['http']:>11.1f}{med['sql']:>11.1f}{rest:>11.1f}"
-            f"{med['n_http']:>11.0f}{med['n_statements']:>11.0f}{med['n_commits']:>11.0f}"
-        )
-    print(
-        f"{'round':<9}{sums['ms']:>11.1f}{sums['http']:>11.1f}{sums['sql']:>11.1f}"
-        f"{sums['rest']:>11.1f}"
-    )
+    ours, floor = medians(rounds), medians(floors)
+    for kind in (*KINDS, "round"):
+        m = ours[kind]
+        line = f"{kind:<9}" + "".join(f"{m[k]:>11.1f}" for k in ("ms", "http", "sql", "rest"))
+        if kind != "round":
+            line += "".join(f"{m[k]:>11.0f}" for k in ("n_http", "n_statements", "n_commits"))
+        print(line)
     print(f"\nCelery round trip of a one-read task (cashu.ops.get), median: {rtt:.2f} ms")
+
+    # The least this engine can take: its own mint requests and Postgres work, the
+    # floor's Python (the same cryptography), and its Celery calls; no Python of its own.
+    print("\nagainst the floor, run interleaved (ms per operation, medians)")
+    header = ["", "floor", "its HTTP", "its rest", "our HTTP", "Postgres", "Celery", "least"]
+    header += ["least/fl", "ours", "ours/fl"]
+    print(f"{header[0]:<9}" + "".join(f"{h:>10}" for h in header[1:]))
+    for kind in (*KINDS, "round"):
+        f, m = floor[kind], ours[kind]
+        celery = rtt * (sum(TASKS.values()) if kind == "round" else TASKS[kind])
+        least = m["http"] + m["sql"] + f["rest"] + celery
+        whole = m["ms"] + celery
+        figures = (f["ms"], f["http"], f["rest"], m["http"], m["sql"], celery, least)
+        print(
+            f"{kind:<9}"
+            + "".join(f"{x:>10.1f}" for x in figures)
+            + f"{least / f['ms']:>10.2f}{whole:>10.1f}{whole / f['ms']:>10.2f}"
+        )
     return 0
 
 
