@@ -78,11 +78,24 @@ def test_the_round_profile_splits_every_operation() -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line}
-    for kind in KINDS:
-        total, http, sql, rest, requests, statements, commits = map(float, rows[kind])
-        assert total > 0 and sql > 0 and statements > 0 and commits > 0, (kind, rows[kind])
-        assert abs(total - (http + sql + rest)) < 0.2, (kind, rows[kind])
+    sagas, _, against_floor = proc.stdout.partition("against the floor")
+
+    def table(text: str) -> dict[str, list[float]]:
+        rows = (line.split() for line in text.splitlines())
+        return {row[0]: list(map(float, row[1:])) for row in rows if row and row[0] in KINDS}
+
+    for kind, row in table(sagas).items():
+        total, http, sql, rest, requests, statements, commits = row
+        assert total > 0 and sql > 0 and statements > 0 and commits > 0, (kind, row)
+        assert abs(total - (http + sql + rest)) < 0.2, (kind, row)
         if kind != "send":  # a send of proofs that add up exactly asks the mint nothing
-            assert requests > 0, (kind, rows[kind])
+            assert requests > 0, (kind, row)
+    floor_rows = table(against_floor)
+    assert set(floor_rows) == set(KINDS)
+    for kind, row in floor_rows.items():
+        floor, its_http, its_rest, our_http, sql, celery, least, least_ratio, ours, ratio = row
+        assert floor > 0 and its_http > 0 and celery > 0, (kind, row)
+        assert abs(least - (our_http + sql + its_rest + celery)) < 0.2, (kind, row)
+        assert least <= ours, (kind, row)
+        assert ratio == pytest.approx(ours / floor, rel=0.03), (kind, row)  # printed rounded
     assert "Celery round trip" in proc.stdout

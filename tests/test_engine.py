@@ -163,6 +163,39 @@ def test_a_rolled_back_transition_leaves_no_event(
         assert session.scalar(select(func.count()).where(Event.operation_id == op_id)) == 0
 
 
+def test_a_transition_writes_its_columns_and_data_and_bumps_the_version(
+    saga_context: SagaContext, wallet_id: str
+) -> None:
+    op_id = new_operation(saga_context, wallet_id)
+
+    with saga_context.uow() as session:
+        op = get_operation(session, op_id)
+        transition(session, op, "executing", quote_id="q-1", data={"outputs": [1]})
+        assert (op.state, op.version, op.quote_id) == ("executing", 1, "q-1")
+
+    with saga_context.uow() as session:
+        op = get_operation(session, op_id)
+        assert (op.state, op.version, op.quote_id, op.data) == (
+            "executing",
+            1,
+            "q-1",
+            {"outputs": [1]},
+        )
+
+
+def test_a_transition_naming_no_column_raises_and_changes_nothing(
+    saga_context: SagaContext, wallet_id: str
+) -> None:
+    op_id = new_operation(saga_context, wallet_id)
+
+    with pytest.raises(TypeError, match="quote_idd"), saga_context.uow() as session:
+        transition(session, get_operation(session, op_id), "executing", quote_idd="q-1")
+
+    with saga_context.uow() as session:
+        op = get_operation(session, op_id)
+        assert (op.state, op.version, op.quote_id) == ("pending", 0, None)
+
+
 def test_reservation_takes_a_covering_set_and_release_returns_it(
     saga_context: SagaContext, wallet_id: str
 ) -> None:
