@@ -731,39 +731,41 @@ def run_benchmark(
             floor_warm,
         )
         reps: dict[str, list[dict]] = {"worker": [], "worker 2-step": [], "floor": []}
+        reps["nutshell"] = []
         sent_from: list[str] = []
         tasks_per_round: dict[str, list[float]] = {"worker": [], "worker 2-step": []}
         for rep in range(repeat):
-            log(f"repetition {rep + 1}/{repeat}: floor, then worker ({rounds} rounds each)")
+            # The ways take turns round by round (and Nutshell right after), so a machine
+            # that speeds up or slows down mid-run weighs on every way alike.
+            log(f"repetition {rep + 1}/{repeat}: floor, worker, worker 2-step by turns")
             invoices = [make_invoice(MELT_AMOUNT) for _ in range(3 * rounds)]
-            t = Tally()
             fa, fb = FloorWallet(mint_client, keysets), FloorWallet(mint_client, keysets)
+            tallies = {way: Tally() for way in ("floor", "worker", "worker 2-step")}
+            wallets = {
+                way: (f"{run_tag}-r{rep}-{tag}-A", f"{run_tag}-r{rep}-{tag}-B")
+                for way, tag in (("worker", "w1"), ("worker 2-step", "w2"))
+            }
+            tasks = dict.fromkeys(wallets, 0)
             for _ in range(rounds):
-                floor_round(fa, fb, invoices.pop(), t)
-            rep_floor = t.as_dict()
-            rep_floor["balance"] = fa.balance + fb.balance
-            reps["floor"].append(rep_floor)
-
-            for way in ("worker", "worker 2-step"):
-                t = Tally()
-                tag = "w2" if way == "worker 2-step" else "w1"
-                a, b = f"{run_tag}-r{rep}-{tag}-A", f"{run_tag}-r{rep}-{tag}-B"
-                tasks_before = client.tasks
-                for _ in range(rounds):
-                    worker_round(client, url, a, b, invoices.pop(), t, two_step=way != "worker")
-                tasks_per_round[way].append((client.tasks - tasks_before) / rounds)
-                rep_worker = t.as_dict()
-                rep_worker["balance"] = (
-                    client.balance(a)["spendable"] + client.balance(b)["spendable"]
-                )
-                reps[way].append(rep_worker)
+                floor_round(fa, fb, invoices.pop(), tallies["floor"])
+                for way, (a, b) in wallets.items():
+                    before = client.tasks
+                    worker_round(
+                        client, url, a, b, invoices.pop(), tallies[way], two_step=way != "worker"
+                    )
+                    tasks[way] += client.tasks - before
+            reps["floor"].append(tallies["floor"].as_dict() | {"balance": fa.balance + fb.balance})
+            for way, (a, b) in wallets.items():
+                balance = client.balance(a)["spendable"] + client.balance(b)["spendable"]
+                reps[way].append(tallies[way].as_dict() | {"balance": balance})
+                tasks_per_round[way].append(tasks[way] / rounds)
                 sent_from.append(a)
+            log(f"repetition {rep + 1}/{repeat}: Nutshell's wallet (one process in .venv-mint)")
+            nutshell = run_nutshell(mint.url, rounds, 1)
+            reps["nutshell"] += nutshell["reps"]
         for way_reps in reps.values():
             for r in way_reps:
                 r["fees_by_balance"] = r["minted"] - r["melted"] - r["routing"] - r["balance"]
-        log(f"Nutshell's wallet ({rounds} rounds x {repeat}, one process in .venv-mint)")
-        nutshell = run_nutshell(mint.url, rounds, repeat)
-        reps["nutshell"] = nutshell["reps"]
         result["nutshell_version"] = nutshell["version"]
         result["per_op_ms"] = {way: _per_op(reps[way]) for way in WAYS}
         result["ratios"] = {
