@@ -311,10 +311,12 @@ def claim_operations(
     return list(session.scalars(stmt))
 
 
-def release_claim(session: Session, operation_id: uuid.UUID) -> None:
+def release_claims(session: Session, operation_ids: list[uuid.UUID]) -> None:
+    if not operation_ids:
+        return
     session.execute(
         update(Operation)
-        .where(Operation.id == operation_id)
+        .where(Operation.id.in_(operation_ids))
         .values(claimed_until=None)
         .execution_options(synchronize_session=False)
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sagas.engine import SPECS, SagaContext, claim_operations, release_claim
+from sagas.engine import SPECS, SagaContext, claim_operations, release_claims
 from sagas.errors import OperationInProgressError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: L
         return "failed"
     finally:
         with ctx.uow() as session:
-            release_claim(session, op_id)  # the next tick may look again, however soon
+            release_claims(session, [op_id])  # the next tick may look again, however soon
     spec = SPECS[rule.kind]
     if result["state"] == "finalized":
         return "recovered"

@@ -47,7 +47,7 @@ from sagas.engine import (
     operation_view,
     record_event,
     register,
-    release_claim,
+    release_claims,
     transition,
     update_operation,
     validate_amount,
@@ -250,13 +250,15 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
     with ctx.uow() as session:
         op_ids = claim_operations(session, KIND, "pending", limit=limit)
         rows = session.execute(
-            select(Proof.mint_url, Proof.y).where(
+            select(Proof.used_by, Proof.mint_url, Proof.y).where(
                 Proof.used_by.in_(op_ids), Proof.state == ProofState.PENDING
             )
         ).all()
     ys_by_mint: dict[str, list[str]] = {}
-    for mint_url, y in rows:
+    ys_by_op: dict[uuid.UUID, list[str]] = {}
+    for op_id, mint_url, y in rows:
         ys_by_mint.setdefault(mint_url, []).append(y)
+        ys_by_op.setdefault(op_id, []).append(y)
     states: dict[str, ProofSpentState] = {}
     calls = 0
     for mint_url, ys in ys_by_mint.items():
@@ -267,12 +269,21 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
             except (MintAmbiguousError, MintRejectedError):
                 break  # this mint is unreachable now; its sends wait for the next tick
             calls += 1
-    finalized = 0
-    for op_id in op_ids:
-        finalized += finalize_if_claimed(ctx, op_id, states)["state"] == "finalized"
-        with ctx.uow() as session:
-            release_claim(session, op_id)  # unclaimed tokens are looked at again next tick
-    return {"checked": len(op_ids), "finalized": finalized, "checkstate_calls": calls}
+    claimed = [
+        op_id
+        for op_id, ys in ys_by_op.items()
+        if all(states.get(y) == ProofSpentState.SPENT for y in ys)
+    ]
+    # finalize_if_claimed checks again in its transaction; its transition ends the claim.
+    finalized = {
+        op_id
+        for op_id in claimed
+        if finalize_if_claimed(ctx, op_id, states)["state"] == "finalized"
+    }
+    with ctx.uow() as session:
+        # The rest are looked at again next tick.
+        release_claims(session, [op_id for op_id in op_ids if op_id not in finalized])
+    return {"checked": len(op_ids), "finalized": len(finalized), "checkstate_calls": calls}
 
 
 # --- recovery ----------------------------------------------------------------------------------

@@ -245,10 +245,12 @@ def test_run_command_serves_flower_metrics_and_stops_on_ctrl_c(run_command: RunC
     sent = {task_id}
 
     def listed_by_flower() -> list[dict]:
+        # A task received before Flower turned events on shows up nameless (Flower saw
+        # only its end): wait for one it saw from the start.
         listed = [
             t
             for t in _flower_tasks(run.flower_port)
-            if t["uuid"] in sent and t["state"] == "SUCCESS"
+            if t["uuid"] in sent and t["state"] == "SUCCESS" and t["name"]
         ]
         if not listed:
             sent.add(client.send_task("cashu.wallet.balance", kwargs={"wallet": "runtest"}).id)

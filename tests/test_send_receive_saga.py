@@ -401,6 +401,36 @@ def test_the_watcher_finalizes_claimed_sends_in_batches(
     assert bal(saga_context, wallet_id)["pending"] == 0
 
 
+def test_the_watcher_leaves_an_unclaimed_send_pending_for_its_next_tick(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+    sends = []
+    for amount in (10, 20):
+        op = send_saga.prepare(saga_context, wallet_id, mint_url, amount)
+        sends.append(send_saga.execute(saga_context, op["id"]))
+    claimed, unclaimed = sends
+    got = [receive_saga.redeem(saga_context, f"{wallet_id}-bob", claimed["token"])]
+
+    send_saga.watch_pending_sends(saga_context)
+
+    with saga_context.uow() as session:
+        first = session.get(Operation, claimed["id"])
+        second = session.get(Operation, unclaimed["id"])
+        assert first is not None and first.state == "finalized"
+        assert second is not None and (second.state, second.claimed_until) == ("pending", None)
+    assert bal(saga_context, wallet_id)["pending"] == unclaimed["input_amount"]
+
+    got.append(receive_saga.redeem(saga_context, f"{wallet_id}-bob", unclaimed["token"]))
+    send_saga.watch_pending_sends(saga_context)
+
+    with saga_context.uow() as session:
+        assert session.get(Operation, unclaimed["id"]).state == "finalized"  # type: ignore[union-attr]
+    assert bal(saga_context, wallet_id)["pending"] == 0
+    assert bal(saga_context, wallet_id)["spendable"] == 100 - 10 - 20 - sum(s["fee"] for s in sends)
+    assert bal(saga_context, f"{wallet_id}-bob")["spendable"] == sum(r["amount"] for r in got)
+
+
 def test_fifty_concurrent_sends_never_share_a_proof_and_balance_exactly(
     saga_context: SagaContext, mint_url: str, wallet_id: str
 ) -> None:
