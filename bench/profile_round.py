@@ -32,7 +32,7 @@ import redis  # noqa: E402
 from db_harness import TEST_MNEMONIC, migrate_fresh  # noqa: E402
 from mint_harness import make_invoice, start_mint  # noqa: E402
 from sqlalchemy import event  # noqa: E402
-from workload import FloorWallet, MintClient, Tally, fetch_keysets  # noqa: E402
+from workload import FloorWallet, MintClient, Tally, fetch_keysets, floor_steps  # noqa: E402
 
 from models.db import engine, unit_of_work  # noqa: E402
 from nuts.client import get_mint_client  # noqa: E402
@@ -125,18 +125,7 @@ def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[
 
 def floor_one_round(a: FloorWallet, b: FloorWallet, meter: Meter) -> dict[str, dict]:
     """The same round through bench/workload.py's floor (HTTP only, nothing persisted)."""
-    token: list[str] = []
-    invoice = make_invoice(5)
-    tally = Tally()
-    return metered(
-        {
-            "mint": lambda: a.mint(100),
-            "send": lambda: token.append(a.send(7, tally)),
-            "receive": lambda: b.receive(token[-1], tally),
-            "melt": lambda: a.melt(invoice, tally),
-        },
-        meter,
-    )
+    return metered(floor_steps(a, b, make_invoice(5), Tally()), meter)
 
 
 def medians(rounds: list[dict[str, dict]]) -> dict[str, dict[str, float]]:

@@ -269,19 +269,13 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
             except (MintAmbiguousError, MintRejectedError):
                 break  # this mint is unreachable now; its sends wait for the next tick
             calls += 1
-    claimed = [
-        op_id
-        for op_id, ys in ys_by_op.items()
-        if all(states.get(y) == ProofSpentState.SPENT for y in ys)
-    ]
-    # finalize_if_claimed checks again in its transaction; its transition ends the claim.
-    finalized = {
-        op_id
-        for op_id in claimed
-        if finalize_if_claimed(ctx, op_id, states)["state"] == "finalized"
-    }
-    with ctx.uow() as session:
-        # The rest are looked at again next tick.
+    finalized: set[uuid.UUID] = set()
+    for op_id, ys in ys_by_op.items():
+        # finalize_if_claimed checks again in its transaction; its transition ends the claim.
+        spent = all(states.get(y) == ProofSpentState.SPENT for y in ys)
+        if spent and finalize_if_claimed(ctx, op_id, states)["state"] == "finalized":
+            finalized.add(op_id)
+    with ctx.uow() as session:  # the rest are looked at again next tick
         release_claims(session, [op_id for op_id in op_ids if op_id not in finalized])
     return {"checked": len(op_ids), "finalized": len(finalized), "checkstate_calls": calls}
 

@@ -16,16 +16,15 @@ import logging
 from typing import Any
 
 from celery import current_task
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import Row, bindparam, func, select, text, update
 
-from models import Event, Operation
 from models.db import unit_of_work
+from sagas.engine import EVENTS, OPERATIONS
 from tasks.app import app
 from tasks.config import get_settings
 from tasks.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
-EVENTS, OPERATIONS = Event.__table__, Operation.__table__
 
 STREAM = "cashu:events"
 STREAM_MAXLEN = 100_000
@@ -46,33 +45,32 @@ def event_message(event: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _claim_statement(limit: int) -> Any:
-    """Mark up to `limit` unpublished events published and return them with their
-    operation's notify_task: one statement, so the relay reads nothing twice. The rows
-    stay locked until the commit, which comes only after they were sent."""
-    unpublished = (
-        select(EVENTS.c.id)
-        .where(EVENTS.c.published_at.is_(None))
-        .order_by(EVENTS.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+# Marks up to :limit unpublished events published and returns them with their operation's
+# notify_task: one statement, so the relay reads nothing twice. The rows stay locked until
+# the commit, which comes only after they were sent. Built once: the relay runs after
+# every task.
+CLAIM_EVENTS = (
+    update(EVENTS)
+    .where(
+        EVENTS.c.id.in_(
+            select(EVENTS.c.id)
+            .where(EVENTS.c.published_at.is_(None))
+            .order_by(EVENTS.c.id)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        ),
+        OPERATIONS.c.id == EVENTS.c.operation_id,
     )
-    return (
-        update(EVENTS)
-        .where(EVENTS.c.id.in_(unpublished), OPERATIONS.c.id == EVENTS.c.operation_id)
-        .values(published_at=func.now())
-        .returning(
-            EVENTS.c.id,
-            EVENTS.c.operation_id,
-            EVENTS.c.type,
-            EVENTS.c.payload,
-            EVENTS.c.created_at,
-            OPERATIONS.c.notify_task,
-        )
+    .values(published_at=func.now())
+    .returning(
+        EVENTS.c.id,
+        EVENTS.c.operation_id,
+        EVENTS.c.type,
+        EVENTS.c.payload,
+        EVENTS.c.created_at,
+        OPERATIONS.c.notify_task,
     )
-
-
-CLAIM_BATCH = _claim_statement(BATCH)  # built once: the relay runs after every task
+)
 
 
 def relay_events(limit: int = BATCH, *, wait: bool = True) -> int | None:
@@ -88,8 +86,7 @@ def relay_events(limit: int = BATCH, *, wait: bool = True) -> int | None:
             session.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
         elif not session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
             return None
-        claim = CLAIM_BATCH if limit == BATCH else _claim_statement(limit)
-        rows = sorted(session.execute(claim), key=lambda row: row.id)
+        rows = sorted(session.execute(CLAIM_EVENTS, {"limit": limit}), key=lambda row: row.id)
         if not rows:
             return 0
         pipe = get_redis().pipeline(transaction=False)
