@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import KeysetCounter
+
+COUNTERS = KeysetCounter.__table__
+_NEW_COUNTER = insert(COUNTERS).values(
+    wallet=bindparam("wallet"), keyset_id=bindparam("keyset_id"), next_counter=bindparam("count")
+)
+# Built once (it runs for every operation that makes outputs); the row's next_counter moves
+# on by the `count` the conflicting insert brought.
+ALLOCATE_COUNTERS = _NEW_COUNTER.on_conflict_do_update(
+    index_elements=["wallet", "keyset_id"],
+    set_={"next_counter": COUNTERS.c.next_counter + _NEW_COUNTER.excluded.next_counter},
+).returning(COUNTERS.c.next_counter)
 
 
 def allocate_counters(session: Session, wallet: str, keyset_id: str, count: int) -> int:
@@ -17,16 +28,8 @@ def allocate_counters(session: Session, wallet: str, keyset_id: str, count: int)
     """
     if count <= 0:
         raise ValueError(f"count must be positive, got {count}")
-    stmt = (
-        insert(KeysetCounter)
-        .values(wallet=wallet, keyset_id=keyset_id, next_counter=count)
-        .on_conflict_do_update(
-            index_elements=["wallet", "keyset_id"],
-            set_={"next_counter": KeysetCounter.next_counter + count},
-        )
-        .returning(KeysetCounter.next_counter)
-    )
-    return int(session.scalar(stmt)) - count
+    params = {"wallet": wallet, "keyset_id": keyset_id, "count": count}
+    return int(session.connection().execute(ALLOCATE_COUNTERS, params).scalar_one()) - count
 
 
 def raise_counter_to(session: Session, wallet: str, keyset_id: str, at_least: int) -> int:

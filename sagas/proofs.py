@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Integer,
+    Row,
     bindparam,
     func,
     literal,
@@ -38,6 +39,50 @@ from nuts.outputs import proof_y
 from sagas.errors import InsufficientBalanceError
 
 RESERVE_ATTEMPTS = 8
+PROOFS = Proof.__table__
+
+# The statements of every operation's hot path are built once, as the engine's are: building
+# one costs more Python than Postgres takes to run it. Executed on the session's connection,
+# they skip the ORM's bulk machinery too.
+INSERT_PROOFS = (
+    insert(PROOFS).on_conflict_do_nothing(index_elements=["secret"]).returning(PROOFS.c.id)
+)
+# Locks the rows still unspent among :row_ids (SKIP LOCKED: a row another transaction holds
+# is not waited for), moves them to reserved and returns what a wire proof needs.
+RESERVE_PROOFS = (
+    update(PROOFS)
+    .where(
+        PROOFS.c.id.in_(
+            select(PROOFS.c.id)
+            .where(
+                PROOFS.c.id.in_(bindparam("row_ids", expanding=True)),
+                PROOFS.c.state == ProofState.UNSPENT,
+            )
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(state=ProofState.RESERVED, used_by=bindparam("operation_id"))
+    .returning(
+        PROOFS.c.id,
+        PROOFS.c.keyset_id,
+        PROOFS.c.amount,
+        PROOFS.c.secret,
+        PROOFS.c.C,
+        PROOFS.c.dleq,
+        PROOFS.c.witness,
+    )
+)
+UNRESERVE_PROOFS = (
+    update(PROOFS)
+    .where(PROOFS.c.id.in_(bindparam("row_ids", expanding=True)))
+    .values(state=ProofState.UNSPENT, used_by=None)
+)
+# The SET columns (state, and spent_by when spent) come from the executed parameters.
+SET_PROOF_STATE = update(PROOFS).where(
+    PROOFS.c.used_by == bindparam("operation_id"), PROOFS.c.state != ProofState.SPENT
+)
+SET_PROOF_STATE_OF_YS = SET_PROOF_STATE.where(PROOFS.c.y.in_(bindparam("ys", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -81,8 +126,7 @@ def store_proofs(
     ]
     if not rows:
         return 0
-    stmt = insert(Proof).values(rows).on_conflict_do_nothing(index_elements=["secret"])
-    return session.execute(stmt).rowcount
+    return len(session.connection().execute(INSERT_PROOFS, rows).all())
 
 
 def store_operation_proofs(
@@ -106,7 +150,7 @@ def store_operation_proofs(
     )
 
 
-def to_wire(row: Proof) -> WireProof:
+def to_wire(row: Proof | Row[Any]) -> WireProof:
     return WireProof(
         id=row.keyset_id,
         amount=row.amount,
@@ -195,33 +239,18 @@ def split_for_wallet(
 
 def reserve_proofs(
     session: Session, row_ids: Sequence[int], operation_id: uuid.UUID
-) -> list[Proof] | None:
-    """unspent -> reserved for exactly these rows, or for none of them: the rows, or None.
-
-    One statement locks (SKIP LOCKED: a row another transaction holds is not waited for),
-    moves and returns the rows. A lost race puts back what it took, in this transaction.
-    """
-    free = (
-        select(Proof.id)
-        .where(Proof.id.in_(row_ids), Proof.state == ProofState.UNSPENT)
-        .with_for_update(skip_locked=True)
-    )
-    rows = session.scalars(
-        update(Proof)
-        .where(Proof.id.in_(free.scalar_subquery()))
-        .values(state=ProofState.RESERVED, used_by=operation_id)
-        .returning(Proof)
-        .execution_options(synchronize_session=False)
+) -> list[Row[Any]] | None:
+    """unspent -> reserved for exactly these rows, or for none of them: the rows (id and
+    what a wire proof needs), or None. A lost race puts back what it took, in this
+    transaction."""
+    connection = session.connection()
+    rows = connection.execute(
+        RESERVE_PROOFS, {"row_ids": list(row_ids), "operation_id": operation_id}
     ).all()
     if len(rows) == len(row_ids):
-        return list(rows)
+        return rows
     if rows:
-        session.execute(
-            update(Proof)
-            .where(Proof.id.in_([row.id for row in rows]))
-            .values(state=ProofState.UNSPENT, used_by=None)
-            .execution_options(synchronize_session=False)
-        )
+        connection.execute(UNRESERVE_PROOFS, {"row_ids": [row.id for row in rows]})
     return None
 
 
@@ -294,13 +323,12 @@ def set_proof_state(
     session: Session, operation_id: uuid.UUID, state: ProofState, *, ys: Sequence[str] | None = None
 ) -> int:
     """Move the operation's inputs (or those with the given Ys) to `state`."""
-    values: dict[str, Any] = {"state": state}
+    values: dict[str, Any] = {"operation_id": operation_id, "state": state}
     if state == ProofState.SPENT:
         values["spent_by"] = operation_id
-    stmt = update(Proof).where(Proof.used_by == operation_id, Proof.state != ProofState.SPENT)
-    if ys is not None:
-        stmt = stmt.where(Proof.y.in_(ys))
-    return session.execute(stmt.values(**values)).rowcount
+    if ys is None:
+        return session.connection().execute(SET_PROOF_STATE, values).rowcount
+    return session.connection().execute(SET_PROOF_STATE_OF_YS, {**values, "ys": list(ys)}).rowcount
 
 
 def proofs_of_operation(session: Session, operation_id: uuid.UUID) -> list[Proof]:
