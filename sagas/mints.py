@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -135,11 +135,7 @@ def require_trusted_mint(session: Session, url: str) -> str:
 def trusted_keysets(session: Session, url: str) -> tuple[str, dict[str, Keyset]]:
     """require_trusted_mint and load_keysets in one query: the URL and the keysets."""
     url = normalize_mint_url(url)
-    rows = session.execute(
-        select(Mint.trusted, *_KEYSET_COLUMNS)
-        .outerjoin(KeysetRow, KeysetRow.mint_url == Mint.url)
-        .where(Mint.url == url)
-    ).all()
+    rows = session.connection().execute(_TRUSTED_WITH_KEYSETS, {"url": url}).all()
     _check_trust(url, rows[0].trusted if rows else None)
     return url, _keysets(session, url, [row for row in rows if row.id is not None])
 
@@ -161,6 +157,13 @@ _KEYSET_COLUMNS = (
     KeysetRow.input_fee_ppk,
     KeysetRow.final_expiry,
 )
+# Built once: every step that talks to a mint runs them.
+_TRUSTED_WITH_KEYSETS = (
+    select(Mint.trusted, *_KEYSET_COLUMNS)
+    .outerjoin(KeysetRow, KeysetRow.mint_url == Mint.url)
+    .where(Mint.url == bindparam("url"))
+)
+_KEYSETS_OF_MINT = select(*_KEYSET_COLUMNS).where(KeysetRow.mint_url == bindparam("url"))
 
 
 def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
@@ -168,7 +171,7 @@ def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
 
     Only the small columns are read each time; a keyset's keys once per process.
     """
-    rows = session.execute(select(*_KEYSET_COLUMNS).where(KeysetRow.mint_url == url)).all()
+    rows = session.connection().execute(_KEYSETS_OF_MINT, {"url": url}).all()
     return _keysets(session, url, rows)
 
 
