@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from models import Event, Operation, Proof, ProofState
 from nuts.models import Proof as WireProof
+from nuts.outputs import proof_y
 from sagas import mint as mint_saga  # noqa: F401  (registers the mint SagaSpec)
 from sagas.counters import allocate_counters, next_counter, raise_counter_to
 from sagas.engine import SagaContext, get_operation, transition
@@ -22,6 +23,7 @@ from sagas.proofs import (
     release_proofs,
     reserve_proofs,
     select_and_reserve,
+    set_proof_state,
     store_proofs,
 )
 
@@ -253,6 +255,62 @@ def test_a_reservation_that_loses_one_row_takes_none_of_them(
             "reserved": 1,
             "pending": 0,
             "total": 7,
+            "unit": "sat",
+            "by_mint": None,
+        }
+
+
+def test_storing_proofs_again_adds_only_the_new_secrets(
+    saga_context: SagaContext, wallet_id: str
+) -> None:
+    proofs = [
+        WireProof(id=KEYSET, amount=a, secret=os.urandom(16).hex(), C="02" + "11" * 32)
+        for a in (1, 2, 4)
+    ]
+    with saga_context.uow() as session:
+        assert (
+            store_proofs(
+                session, proofs[:2], wallet=wallet_id, mint_url=MINT, unit="sat", created_by=None
+            )
+            == 2
+        )
+    with saga_context.uow() as session:
+        assert (
+            store_proofs(
+                session, proofs, wallet=wallet_id, mint_url=MINT, unit="sat", created_by=None
+            )
+            == 1
+        )  # a re-run's proofs are left as they are
+        assert balance(session, wallet_id)["spendable"] == 7
+        stored = session.execute(select(Proof.secret, Proof.y).where(Proof.wallet == wallet_id))
+        assert dict(stored.all()) == {p.secret: proof_y(p) for p in proofs}
+
+
+def test_set_proof_state_with_ys_moves_only_those_inputs(
+    saga_context: SagaContext, wallet_id: str
+) -> None:
+    give_proofs(saga_context, wallet_id, [1, 2, 4])
+    op_id = new_operation(saga_context, wallet_id)
+    with saga_context.uow() as session:
+        taken = reserve(session, wallet_id, op_id, 7, {KEYSET: 0})
+        one = next(p for p in taken if p.amount == 2)
+        assert set_proof_state(session, op_id, ProofState.SPENT, ys=[proof_y(one)]) == 1
+        assert set_proof_state(session, op_id, ProofState.PENDING) == 2  # spent stays spent
+
+    with saga_context.uow() as session:
+        rows = session.execute(
+            select(Proof.amount, Proof.state, Proof.spent_by).where(Proof.wallet == wallet_id)
+        )
+        assert sorted(rows.tuples()) == [
+            (1, ProofState.PENDING, None),
+            (2, ProofState.SPENT, op_id),
+            (4, ProofState.PENDING, None),
+        ]
+        assert balance(session, wallet_id) | {"by_mint": None} == {
+            "spendable": 0,
+            "reserved": 0,
+            "pending": 5,
+            "total": 5,
             "unit": "sat",
             "by_mint": None,
         }
