@@ -80,6 +80,10 @@ def test_the_round_profile_splits_every_operation() -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     sagas, _, against_floor = proc.stdout.partition("against the floor")
 
+    def rounding(terms: int) -> float:
+        """How far a sum of `terms` figures printed to 0.1 may be from its printed total."""
+        return 0.05 * (terms + 1) + 1e-6
+
     def table(text: str) -> dict[str, list[float]]:
         rows = (line.split() for line in text.splitlines())
         return {row[0]: list(map(float, row[1:])) for row in rows if row and row[0] in KINDS}
@@ -87,7 +91,7 @@ def test_the_round_profile_splits_every_operation() -> None:
     for kind, row in table(sagas).items():
         total, http, sql, rest, requests, statements, commits = row
         assert total > 0 and sql > 0 and statements > 0 and commits > 0, (kind, row)
-        assert abs(total - (http + sql + rest)) < 0.2, (kind, row)
+        assert abs(total - (http + sql + rest)) <= rounding(3), (kind, row)
         if kind != "send":  # a send of proofs that add up exactly asks the mint nothing
             assert requests > 0, (kind, row)
     floor_rows = table(against_floor)
@@ -95,7 +99,7 @@ def test_the_round_profile_splits_every_operation() -> None:
     for kind, row in floor_rows.items():
         floor, its_http, its_rest, our_http, sql, celery, least, least_ratio, ours, ratio = row
         assert floor > 0 and its_http > 0 and celery > 0, (kind, row)
-        assert abs(least - (our_http + sql + its_rest + celery)) < 0.2, (kind, row)
+        assert abs(least - (our_http + sql + its_rest + celery)) <= rounding(4), (kind, row)
         assert least <= ours, (kind, row)
         assert ratio == pytest.approx(ours / floor, rel=0.03), (kind, row)  # printed rounded
     assert "Celery round trip" in proc.stdout

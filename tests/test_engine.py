@@ -301,7 +301,7 @@ def test_set_proof_state_with_ys_moves_only_those_inputs(
         rows = session.execute(
             select(Proof.amount, Proof.state, Proof.spent_by).where(Proof.wallet == wallet_id)
         )
-        assert sorted(rows.tuples()) == [
+        assert sorted(tuple(row) for row in rows) == [
             (1, ProofState.PENDING, None),
             (2, ProofState.SPENT, op_id),
             (4, ProofState.PENDING, None),
