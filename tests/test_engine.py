@@ -82,11 +82,15 @@ def reserve(
     )
 
 
-def give_proofs(ctx: SagaContext, wallet: str, amounts: list[int]) -> None:
-    proofs = [
+def fake_proofs(amounts: list[int]) -> list[WireProof]:
+    return [
         WireProof(id=KEYSET, amount=a, secret=os.urandom(16).hex(), C="02" + "11" * 32)
         for a in amounts
     ]
+
+
+def give_proofs(ctx: SagaContext, wallet: str, amounts: list[int]) -> None:
+    proofs = fake_proofs(amounts)
     with ctx.uow() as session:
         store_proofs(session, proofs, wallet=wallet, mint_url=MINT, unit="sat", created_by=None)
 
@@ -263,10 +267,7 @@ def test_a_reservation_that_loses_one_row_takes_none_of_them(
 def test_storing_proofs_again_adds_only_the_new_secrets(
     saga_context: SagaContext, wallet_id: str
 ) -> None:
-    proofs = [
-        WireProof(id=KEYSET, amount=a, secret=os.urandom(16).hex(), C="02" + "11" * 32)
-        for a in (1, 2, 4)
-    ]
+    proofs = fake_proofs([1, 2, 4])
     with saga_context.uow() as session:
         assert (
             store_proofs(
