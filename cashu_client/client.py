@@ -143,8 +143,9 @@ class CashuClient:
             return result.get(timeout=wait)
         except CeleryTimeoutError as exc:
             raise TaskTimeoutError(
-                f"{name} gave no result within {wait:g}s (task {result.id}); "
-                "it may still run: look the operation up before trying again",
+                f"{name} gave no result within {wait:g}s (task {result.id}, queue "
+                f"{self.queue!r}); no worker may be consuming that queue, or it may still "
+                "run: look the operation up before trying again",
                 task_id=result.id,
                 task_name=name,
             ) from exc

@@ -502,6 +502,18 @@ class ProofsSpentAtMintError(SagaError):
     code = "PROOFS_SPENT_AT_MINT"
 
 
+class MeltInputsMismatchError(SagaError):
+    """A melt's inputs are not the ones its change blanks were planned for; it is not sent."""
+
+    code = "MELT_INPUTS_MISMATCH"
+
+
+class MeltCostError(SagaError):
+    """A paid melt's fee would come out negative or above its worst case; not recorded."""
+
+    code = "MELT_COST_INVALID"
+
+
 class TooManyDeliveriesError(SagaError):
     """The task's message was delivered too many times (its worker kept dying): given up."""
 

@@ -161,3 +161,17 @@ class ProofsSpentAtMintError(SagaError):
 
     code = "PROOFS_SPENT_AT_MINT"
     severity = Severity.HIGH
+
+
+class MeltInputsMismatchError(SagaError):
+    """A melt's inputs are not the ones its change blanks were planned for; it is not sent."""
+
+    code = "MELT_INPUTS_MISMATCH"
+    severity = Severity.CRITICAL
+
+
+class MeltCostError(SagaError):
+    """A paid melt's fee would come out negative or above its worst case; not recorded."""
+
+    code = "MELT_COST_INVALID"
+    severity = Severity.CRITICAL

@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -49,7 +49,13 @@ from nuts.amounts import (
     select_proofs,
     split_amount,
 )
-from nuts.errors import InvalidSignatureError, MintAmbiguousError, MintRejectedError
+from nuts.errors import (
+    CashuError,
+    InvalidSignatureError,
+    MintAmbiguousError,
+    MintRejectedError,
+    MintUnreachableError,
+)
 from nuts.invoices import InvoiceError, read_invoice
 from nuts.keysets import Keyset
 from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
@@ -73,6 +79,8 @@ from sagas.errors import (
     InvalidAmountError,
     InvalidInvoiceError,
     InvalidStateError,
+    MeltCostError,
+    MeltInputsMismatchError,
     ProofsSpentAtMintError,
     UnsupportedMethodError,
 )
@@ -100,6 +108,7 @@ from sagas.swap import (
     inputs_state,
     outputs_data,
     plan_outputs,
+    raise_if_never_sent,
     restore_signed,
     settle_swap,
     stored_outputs,
@@ -254,7 +263,7 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             kept_at=op.mint_url,
         )
         transition(session, op, "rolling_back", data={**outputs_data(planned), "reclaim_fee": fee})
-    return _resume_reclaim(ctx, op_id)
+    return _resume_reclaim(ctx, op_id, first_attempt=True)
 
 
 def get_by_quote(ctx: SagaContext, mint_url: str, quote_id: str) -> dict[str, Any] | None:
@@ -406,6 +415,8 @@ def _prepare(
 
 def _execute(ctx: SagaContext, reserved: _Reserved) -> dict[str, Any]:
     op_id, phase, request = reserved.op_id, reserved.phase, None
+    # The melt request has never been sent while the melt is prepared or still swapping.
+    first_melt = reserved.state == "prepared" or phase == "swap"
     if reserved.state == "prepared":
         blocked = _preflight(ctx, op_id, reserved.mint_url, reserved.inputs)
         if blocked is not None:
@@ -419,10 +430,12 @@ def _execute(ctx: SagaContext, reserved: _Reserved) -> dict[str, Any]:
             if phase == "melt":  # the reserved inputs go to the mint as they are
                 request = _MeltRequest.of(op, reserved.inputs, reserved.keysets)
     if phase == "swap":
-        swapped = _swap_to_exact(ctx, op_id)
-        if swapped["state"] != "executing":
-            return swapped
-    return _melt(ctx, op_id, request)
+        # Only a swap known to be done lets the melt go: its inputs are what the change
+        # blanks were planned for. Any other outcome returns here, the melt not sent.
+        unswapped = _swap_to_exact(ctx, op_id, first_attempt=reserved.state == "prepared")
+        if unswapped is not None:
+            return unswapped
+    return _melt(ctx, op_id, request, first_attempt=first_melt)
 
 
 @dataclass(frozen=True)
@@ -436,13 +449,34 @@ class _MeltRequest:
     inputs: list[WireProof]
     blanks: list[PreparedOutput]
     keysets: dict[str, Keyset] | None
+    planned_input: int  # the value the change blanks were planned for (melt_input)
 
     @classmethod
     def of(
         cls, op: Operation, inputs: list[WireProof], keysets: dict[str, Keyset] | None
     ) -> _MeltRequest:
         blanks = stored_outputs(op.data, "blanks")
-        return cls(op.id, op.mint_url, op.quote_id, op.method, inputs, blanks, keysets)
+        return cls(
+            op.id,
+            op.mint_url,
+            op.quote_id,
+            op.method,
+            inputs,
+            blanks,
+            keysets,
+            op.data["melt_input"],
+        )
+
+    def unplanned_inputs(self) -> MeltInputsMismatchError | None:
+        """Inputs other than the ones the blanks were planned for: the mint could not return
+        all the change (NUT-08), so such a melt request must never be sent."""
+        value = sum(p.amount for p in self.inputs)
+        if value == self.planned_input:
+            return None
+        return MeltInputsMismatchError(
+            f"the melt's inputs are worth {value} sat, its change blanks were planned for "
+            f"{self.planned_input}: not sent"
+        )
 
 
 def _choose_inputs(
@@ -479,7 +513,8 @@ def _preflight(
     try:
         states = ctx.mint_client(mint_url).checkstate([proof_y(p) for p in inputs])
     except (MintAmbiguousError, MintRejectedError) as exc:
-        return record_error(ctx, KIND, op_id, exc)  # stays prepared; try again later
+        # A checkstate moves nothing: the inputs go back, the caller hears why.
+        _roll_back_and_raise(ctx, op_id, ("prepared",), exc)
     spent = [s.Y for s in states if s.state == ProofSpentState.SPENT]
     pending = [s.Y for s in states if s.state == ProofSpentState.PENDING]
     if not spent and not pending:
@@ -532,15 +567,24 @@ def _write_ahead(
     transition(session, op, "executing", data={**outputs_data(planned), "phase": phase})
 
 
-def _swap_to_exact(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
-    """Swap the reserved inputs into exactly the melt's inputs plus change we keep."""
+def _swap_to_exact(
+    ctx: SagaContext, op_id: uuid.UUID, *, first_attempt: bool
+) -> dict[str, Any] | None:
+    """Swap the reserved inputs into exactly the melt's inputs plus change we keep.
+
+    None once the swap is done and stored (phase melt); else the operation as it stays.
+    """
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
+        if op.state != "executing" or op.data.get("phase") != "swap":
+            return operation_view(op)
         inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
         melt_inputs, keep = stored_outputs(op.data, "melt_inputs"), stored_outputs(op.data, "keep")
         keysets = load_keysets(session, op.mint_url)
         mint_url = op.mint_url
-    outcome = settle_swap(ctx.mint_client(mint_url), inputs, melt_inputs + keep, keysets)
+    outcome = settle_swap(
+        ctx.mint_client(mint_url), inputs, melt_inputs + keep, keysets, first_attempt
+    )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "executing" or op.data.get("phase") != "swap":
@@ -556,32 +600,46 @@ def _swap_to_exact(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
                 session, op, new_inputs, state=ProofState.RESERVED, used_by=op.id
             )
             update_operation(session, op, data={"phase": "melt"})
-        elif outcome.result == SwapResult.REJECTED:
+            return None
+        if outcome.result == SwapResult.REJECTED:
             _release_and_roll_back(session, op, outcome.error)
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             set_proof_state(session, op.id, ProofState.SPENT)
             _release_and_roll_back(session, op, outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
-        return operation_view(op)
+        view = operation_view(op)
+    raise_if_never_sent(outcome)
+    return view
 
 
 def _melt(
-    ctx: SagaContext, op_id: uuid.UUID, request: _MeltRequest | None = None
+    ctx: SagaContext,
+    op_id: uuid.UUID,
+    request: _MeltRequest | None = None,
+    *,
+    first_attempt: bool = False,
 ) -> dict[str, Any]:
     if request is None:
         with ctx.uow() as session:
             op = get_operation(session, op_id, KIND)
-            if op.state != "executing":
+            if op.state != "executing" or op.data.get("phase") != "melt":
                 return operation_view(op)
             rows = proofs_of_operation(session, op.id)
             inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
             request = _MeltRequest.of(op, inputs, None)
+    mismatch = request.unplanned_inputs()
+    if mismatch is not None:
+        return record_error(ctx, KIND, op_id, mismatch)
     client = ctx.mint_client(request.mint_url)
     quote_id, method = request.quote_id, request.method
     try:
         blanks = [b.blinded_message for b in request.blanks]
         result = client.melt(quote_id, request.inputs, blanks, method)
+    except MintUnreachableError as exc:
+        if first_attempt:  # nothing was ever sent: the inputs are ours to release
+            _roll_back_and_raise(ctx, op_id, ("executing",), exc)
+        return record_error(ctx, KIND, op_id, exc)
     except MintAmbiguousError as exc:
         return record_error(ctx, KIND, op_id, exc)  # maybe paid: recovery asks the quote
     except MintRejectedError as exc:
@@ -628,39 +686,63 @@ def _finalize(
         blanks = stored_outputs(op.data, "blanks")
         keysets = keysets or load_keysets(session, op.mint_url)
         if quote.change or not blanks:  # the change is in the answer (or none can come)
-            try:
-                change = unblind_outputs(blanks, quote.change, keysets) if quote.change else []
-            except InvalidSignatureError as exc:
-                update_operation(session, op, error=exc)  # paid: stay open for the change
-                return operation_view(op)
-            return _store_change_and_finalize(session, op, quote, change)
+            return _finalize_with_change(session, op, quote, blanks, keysets, quote.change)
         mint_url = op.mint_url
     try:
-        change = restore_signed(ctx.mint_client(mint_url), blanks, keysets)
+        restored = restore_signed(ctx.mint_client(mint_url), blanks, keysets)
     except (MintAmbiguousError, MintRejectedError, InvalidSignatureError) as exc:
         return record_error(ctx, KIND, op_id, exc)  # paid: stay open until the change is in hand
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state not in ("executing", "pending"):
             return operation_view(op)
+        return _finalize_with_change(session, op, quote, blanks, keysets, restored=restored)
+
+
+def _finalize_with_change(
+    session: Session,
+    op: Operation,
+    quote: MeltQuote,
+    blanks: list[PreparedOutput],
+    keysets: dict[str, Keyset],
+    signatures: list | None = None,
+    *,
+    restored: list[WireProof] | None = None,
+) -> dict[str, Any]:
+    """Finalize with the change (signed blanks, or restored proofs); an error keeps it open."""
+    try:
+        change = restored if restored is not None else []
+        if signatures:
+            change = unblind_outputs(blanks, signatures, keysets)
         return _store_change_and_finalize(session, op, quote, change)
+    except (InvalidSignatureError, MeltCostError) as exc:
+        update_operation(session, op, error=exc)  # paid: stay open for a person or the change
+        return operation_view(op)
 
 
 def _store_change_and_finalize(
     session: Session, op: Operation, quote: MeltQuote, change: list[WireProof]
 ) -> dict[str, Any]:
-    set_proof_state(session, op.id, ProofState.SPENT)
-    store_operation_proofs(session, op, change)
     change_amount = sum(p.amount for p in change)
     kept = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
     kept = kept if op.data["needs_swap"] else 0
+    effective_fee = op.data["input_amount"] - kept - op.amount - change_amount
+    worst = op.data["fee_reserve"] + op.data["swap_fee"] + op.data["input_fee"]
+    if not 0 <= effective_fee <= worst:
+        # The books and the mint disagree on what this payment cost: a bug, never recorded
+        # as a fee. The melt stays open with this error for a person to look at.
+        raise MeltCostError(
+            f"the payment would cost {effective_fee} sat in fees, outside 0..{worst}: not finalized"
+        )
+    set_proof_state(session, op.id, ProofState.SPENT)
+    store_operation_proofs(session, op, change)
     transition(
         session,
         op,
         "finalized",
         data={
             "change_amount": change_amount,
-            "effective_fee": op.data["input_amount"] - kept - op.amount - change_amount,
+            "effective_fee": effective_fee,
             "preimage": quote.payment_preimage,
         },
     )
@@ -696,7 +778,9 @@ def _roll_back_if_inputs_unspent(
         return operation_view(op)
 
 
-def _resume_reclaim(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
+def _resume_reclaim(
+    ctx: SagaContext, op_id: uuid.UUID, *, first_attempt: bool = False
+) -> dict[str, Any]:
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "rolling_back":
@@ -706,7 +790,8 @@ def _resume_reclaim(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
             to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
         ]
         reclaim_outputs = stored_outputs(op.data, "reclaim")
-    outcome = settle_swap(ctx.mint_client(mint_url), inputs, reclaim_outputs, keysets)
+    client = ctx.mint_client(mint_url)
+    outcome = settle_swap(client, inputs, reclaim_outputs, keysets, first_attempt)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "rolling_back":
@@ -719,7 +804,21 @@ def _resume_reclaim(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
             transition(session, op, "pending", error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
-        return operation_view(op)
+        view = operation_view(op)
+    raise_if_never_sent(outcome)
+    return view
+
+
+def _roll_back_and_raise(
+    ctx: SagaContext, op_id: uuid.UUID, states: tuple[str, ...], error: CashuError
+) -> NoReturn:
+    """A request that moved nothing failed: the inputs go back, then the caller gets the
+    error (the operation, rolled back, keeps it)."""
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state in states:
+            _release_and_roll_back(session, op, error)
+    raise error
 
 
 def _release_and_roll_back(session: Session, op: Operation, error: Exception | None = None) -> None:

@@ -78,6 +78,7 @@ from sagas.swap import (
     SwapResult,
     outputs_data,
     plan_outputs,
+    raise_if_never_sent,
     settle_swap,
     stored_outputs,
 )
@@ -220,12 +221,13 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state == "executing":
             raise InvalidStateError("the send is executing; it settles before it can roll back")
         mint_url, keysets = trusted_keysets(session, op.mint_url)
-        if op.state == "pending":
+        first_attempt = op.state == "pending"
+        if first_attempt:
             _plan_reclaim(ctx, session, op, keysets)
         op_id = op.id
         reclaim = stored_outputs(op.data, "reclaim")
         sent = _signed_for_reclaim(ctx, op, proofs_of_operation(session, op.id))
-    outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets)
+    outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets, first_attempt)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "rolling_back":
@@ -241,7 +243,9 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             transition(session, op, "pending", error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
-        return operation_view(op)
+        view = operation_view(op)
+    raise_if_never_sent(outcome)
+    return view
 
 
 def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100) -> dict:
@@ -401,10 +405,11 @@ def _start(
         transition(session, op, "executing")
         set_proof_state(session, op.id, ProofState.PENDING)
         return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
-    if op.state == "prepared":
+    first_attempt = op.state == "prepared"
+    if first_attempt:
         _write_outputs_ahead(ctx, session, op, keysets)
     inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
-    return SwapRequest.of(op, inputs, keysets, ["send", "keep"])
+    return SwapRequest.of(op, inputs, keysets, ["send", "keep"], first_attempt=first_attempt)
 
 
 def _swap(ctx: SagaContext, request: SwapRequest, token_version: int) -> dict[str, Any]:
@@ -428,7 +433,9 @@ def _swap(ctx: SagaContext, request: SwapRequest, token_version: int) -> dict[st
             transition(session, op, "rolled_back", error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
-        return operation_view(op)
+        view = operation_view(op)
+    raise_if_never_sent(outcome)
+    return view
 
 
 def _write_outputs_ahead(

@@ -5,10 +5,15 @@ Send, receive, melt and reclaims all swap. What they share is here:
 * `plan_outputs` derives the outputs for each purpose ("send", "keep", ...)
   from freshly allocated counters, to be stored with the write-ahead state.
 * `settle_swap` performs the swap, or after an ambiguous failure replays it,
-  and says what happened, following DESIGN.md rule 5: replay the identical
-  request; if the mint says it already signed or the inputs are spent, restore
-  our outputs' signatures (NUT-09); only a definitive rejection leaves the
-  inputs ours to release.
+  and says what happened: replay the identical request; if the mint says it
+  already signed or the inputs are spent, restore our outputs' signatures
+  (NUT-09); only a definitive answer leaves the inputs ours to release.
+
+Where the definitive/ambiguous line is drawn (nuts/errors.py has the families):
+a 4xx with a NUT error code is definitive; so is a refused connection on the
+first attempt, when nothing was ever sent. Everything else (a timeout, a reset,
+a 5xx or 502, a refused connection on a replay, whose earlier attempt may have
+reached the mint) is ambiguous: the operation stays for recovery.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from nuts.errors import (
     InvalidSignatureError,
     MintAmbiguousError,
     MintRejectedError,
+    MintUnreachableError,
     OutputsAlreadySignedError,
     ProofsAlreadySpentError,
 )
@@ -116,6 +122,8 @@ class SwapRequest:
     outputs: dict[str, list[PreparedOutput]]  # by purpose, in the order they are sent
     keysets: dict[str, Keyset]
 
+    first_attempt: bool = False  # written ahead in the same call: never sent before
+
     @classmethod
     def of(
         cls,
@@ -123,14 +131,16 @@ class SwapRequest:
         inputs: list[WireProof],
         keysets: dict[str, Keyset],
         purposes: Sequence[str],
+        *,
+        first_attempt: bool = False,
     ) -> SwapRequest:
         outputs = {purpose: stored_outputs(op.data, purpose) for purpose in purposes}
-        return cls(op.id, op.mint_url, inputs, outputs, keysets)
+        return cls(op.id, op.mint_url, inputs, outputs, keysets, first_attempt)
 
     def settle(self, client: MintClient) -> SwapOutcome:
         """settle_swap; the outcome's proofs in the order of the purposes."""
         outputs = [o for purpose in self.outputs.values() for o in purpose]
-        return settle_swap(client, self.inputs, outputs, self.keysets)
+        return settle_swap(client, self.inputs, outputs, self.keysets, self.first_attempt)
 
 
 def settle_swap(
@@ -138,20 +148,34 @@ def settle_swap(
     inputs: Sequence[WireProof],
     outputs: Sequence[PreparedOutput],
     keysets: dict[str, Keyset],
+    first_attempt: bool = False,
 ) -> SwapOutcome:
-    """Swap (or replay the identical swap) and classify the outcome; never raises for the mint."""
+    """Swap (or replay the identical swap) and classify the outcome; never raises for the mint.
+
+    `first_attempt`: no earlier request with these inputs can have reached the mint, so a
+    refused connection (nothing sent) is a definitive REJECTED.
+    """
     try:
         signatures = client.swap(list(inputs), [o.blinded_message for o in outputs])
     except (OutputsAlreadySignedError, ProofsAlreadySpentError) as exc:
         return _restore_or_classify(client, inputs, outputs, keysets, exc)
     except MintRejectedError as exc:
         return SwapOutcome(SwapResult.REJECTED, error=exc)
+    except MintUnreachableError as exc:
+        return SwapOutcome(SwapResult.REJECTED if first_attempt else SwapResult.UNKNOWN, error=exc)
     except MintAmbiguousError as exc:
         return SwapOutcome(SwapResult.UNKNOWN, error=exc)
     try:
         return SwapOutcome(SwapResult.DONE, unblind_outputs(outputs, signatures, keysets))
     except InvalidSignatureError as exc:
         return SwapOutcome(SwapResult.UNKNOWN, error=exc)
+
+
+def raise_if_never_sent(outcome: SwapOutcome) -> None:
+    """A first attempt whose connection was refused moved nothing and has been settled as
+    REJECTED: after that is committed, the caller gets the typed error."""
+    if outcome.result == SwapResult.REJECTED and isinstance(outcome.error, MintUnreachableError):
+        raise outcome.error
 
 
 def restore_signed(

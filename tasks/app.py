@@ -1,12 +1,13 @@
 """The Celery app: JSON only, late acks, one message at a time per process, named queues.
 
 Queues: every public task runs on "cashu"; the beat's periodic work and the event
-relay run on "cashu.beat", so a backlog of one never starves the other. A worker
-consumes both by default (`celery -A tasks worker`, or explicitly
-`-Q cashu,cashu.beat`); run dedicated workers per queue with `-Q` to separate them.
+relay run on "cashu.beat", so a backlog of one never starves the other. Both are
+declared in `task_queues`, so the plain `celery -A tasks worker` consumes both; run
+dedicated workers per queue with `-Q cashu` / `-Q cashu.beat` to separate them.
 
 Callers: send to queue "cashu" (`send_task(name, kwargs=..., queue="cashu")`, or set
-`task_default_queue = "cashu"` / a route for "cashu.*" in the calling app).
+`task_default_queue = "cashu"` / a route for "cashu.*" in the calling app). A task sent
+without one goes to the caller's default queue ("celery"), which no worker of ours reads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from celery import Celery, Task, signals
 from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
+from kombu import Queue
 
 from beat_schedule import make_beat_schedule
 from models.db import dispose_engines
@@ -333,6 +335,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "task_default_queue": PUBLIC_QUEUE,
+        # what a worker started without -Q consumes: every queue the system needs
+        "task_queues": (Queue(PUBLIC_QUEUE), Queue(BEAT_QUEUE)),
         "task_create_missing_queues": True,
         "task_routes": TASK_ROUTES,
         "worker_hijack_root_logger": True,

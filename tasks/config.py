@@ -45,12 +45,14 @@ class Settings(BaseSettings):
     mint_timeout: float = 10.0
     melt_timeout: float = 120.0
 
-    # Celery limits (seconds). Order matters: soft < hard < lock < visibility timeout, so a
-    # step is always dead before its lock lapses and before Redis redelivers its message.
+    # Celery limits (seconds). soft < hard < visibility timeout: a step is always dead
+    # before Redis hands its unacknowledged message to another worker.
     task_time_limit: int = 300
     task_soft_time_limit: int = 270
-    lock_timeout: int = 360
-    visibility_timeout: int = 3600
+    visibility_timeout: int = 360
+    # The operation lock is a lease its holder renews every third of it (tasks/locks.py):
+    # a dead holder's lock lapses within this many seconds.
+    lock_lease_seconds: float = Field(10.0, ge=1.0)
     max_deliveries: int = 5  # a message redelivered more often than this fails (poison pill)
 
     # Celery task events (task-sent ... task-succeeded) and the STARTED state in the result
@@ -85,10 +87,8 @@ class Settings(BaseSettings):
     def _limits_in_order(self) -> Settings:
         if not 0 < self.task_soft_time_limit < self.task_time_limit:
             raise ValueError("task_soft_time_limit must be positive and below task_time_limit")
-        if self.lock_timeout <= self.task_time_limit:
-            raise ValueError("lock_timeout must exceed task_time_limit")
-        if self.visibility_timeout <= self.lock_timeout:
-            raise ValueError("visibility_timeout must exceed lock_timeout")
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ValueError("visibility_timeout must exceed task_time_limit")
         return self
 
 

@@ -16,6 +16,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery import current_task
+
+from tasks.config import get_settings
 from tasks.context import saga_context
 from tasks.events import request_relay
 from tasks.locks import operation_lock
@@ -36,7 +39,7 @@ def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def run_locked_step(step: Callable[..., T], operation_id: str, *args: Any, **kwargs: Any) -> T:
     bind(operation_id=operation_id)
-    with operation_lock(operation_id):
+    with operation_lock(operation_id, wait=_lock_wait()):
         return run_step(step, operation_id, *args, **kwargs)
 
 
@@ -46,3 +49,11 @@ def run_new_locked_step(
     bind(operation_id=str(operation_id))
     with operation_lock(operation_id):
         return run_step(step, *args, operation_id=operation_id, **kwargs)
+
+
+def _lock_wait() -> float:
+    """A redelivered message's first delivery may have died holding the lock: wait out
+    that lease instead of answering OperationInProgressError to a caller still waiting."""
+    request = current_task.request if current_task else None
+    delivery = getattr(request, "delivery_info", None) or {}
+    return get_settings().lock_lease_seconds + 1 if delivery.get("redelivered") else 0.0

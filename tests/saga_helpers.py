@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from models import Proof, ProofState
+from models import Operation, Proof, ProofState
 from nuts.client import MintClient
 from nuts.models import ProofSpentState
 from sagas import mint as mint_saga
@@ -41,6 +41,26 @@ def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
 def bal(ctx: SagaContext, wallet: str) -> dict:
     with ctx.uow() as session:
         return balance(session, wallet)
+
+
+def assert_all_spendable(ctx: SagaContext, wallet: str, amount: int) -> None:
+    """The wallet holds exactly `amount` sat, all of it spendable: nothing reserved or pending."""
+    assert bal(ctx, wallet) | {"by_mint": None} == {
+        "spendable": amount,
+        "reserved": 0,
+        "pending": 0,
+        "total": amount,
+        "unit": "sat",
+        "by_mint": None,
+    }
+
+
+def state_and_error(ctx: SagaContext, op_id: object) -> tuple[str, str | None]:
+    """The operation's state and error code, as the database has them."""
+    with ctx.uow() as session:
+        op = session.get(Operation, op_id)
+        assert op is not None
+        return op.state, op.error_code
 
 
 def no_lock(op_id: object) -> contextlib.nullcontext:
@@ -79,6 +99,37 @@ class LoseResponse(httpx.BaseTransport):
         if request.url.path == self.path:
             response.read()
             raise httpx.ReadTimeout("response lost", request=request)
+        return response
+
+
+class CutOnce(httpx.BaseTransport):
+    """Cuts the first request on `path` one way, then lets every request through.
+
+    how: "refused" (a refused connection: nothing sent), "reset" (the connection dies before
+    the mint reads the request), "502" (a load balancer answers, the mint never asked),
+    "lost" (the mint handles it, the answer is lost). `seen` lists every path sent on.
+    """
+
+    def __init__(self, path: str, how: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.path, self.how = path, how
+        self.cut = False
+        self.seen: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        first = request.url.path == self.path and not self.cut
+        self.cut = self.cut or first
+        if first and self.how == "refused":
+            raise httpx.ConnectError("connection refused", request=request)
+        if first and self.how == "reset":
+            raise httpx.RemoteProtocolError("connection reset by peer", request=request)
+        if first and self.how == "502":
+            return httpx.Response(502, text="Bad Gateway", request=request)
+        self.seen.append(request.url.path)
+        response = self.inner.handle_request(request)
+        if first and self.how == "lost":
+            response.read()
+            raise httpx.ReadError("connection reset by peer", request=request)
         return response
 
 

@@ -21,6 +21,7 @@ from models import Operation, Proof, ProofState
 from nuts.client import MintClient
 from nuts.models import ProofSpentState
 from sagas.engine import SagaContext
+from tasks.config import get_settings
 
 TIMEOUT = 60
 T = TypeVar("T")
@@ -168,18 +169,18 @@ def kill_worker_while_held(
     assert proxy.held == [path]
 
 
-def drop_dead_workers_lock(redis_url: str, operation_id: str) -> None:
-    """A SIGKILLed worker leaves its operation lock until the lock's timeout (6 min): a
-    caller or the beat gets OperationInProgressError meanwhile. Let it lapse now."""
-    assert redis.Redis.from_url(redis_url).delete(f"cashu:lock:op:{operation_id}") == 1
+def wait_for_lock_to_lapse(redis_url: str, operation_id: str) -> None:
+    """A SIGKILLed worker's operation lock is a lease nobody renews any more: it lapses by
+    itself within one lease (CASHU_LOCK_LEASE_SECONDS, 10 s)."""
+    key = f"cashu:lock:op:{operation_id}"
+    conn = redis.Redis.from_url(redis_url)
+    left = conn.pttl(key) / 1000  # negative once it is gone
+    assert left <= get_settings().lock_lease_seconds, left
+    assert wait_until(lambda: not conn.exists(key), timeout=max(left, 0) + 2, every=0.2)
 
 
 def restart_killed_worker(celery_worker, client: Celery, redis_url: str, operation_id: str) -> None:
-    """Restart the worker; recovery leaves the killed worker's operation alone while its lock
-    holds, then the lock is dropped so that recovery can settle it."""
+    """Restart the worker; the killed worker's lease lapses by itself, and then recovery
+    can settle its operation."""
     celery_worker.restart()
-    # The dead worker's lock still holds the operation: recovery skips it, nothing moves.
-    counts = call(client, "cashu.recovery.run")
-    assert counts["skipped"] >= 1 or op_state(client, operation_id) == "executing", counts
-    assert op_state(client, operation_id) == "executing"
-    drop_dead_workers_lock(redis_url, operation_id)
+    wait_for_lock_to_lapse(redis_url, operation_id)

@@ -14,6 +14,8 @@ import pytest
 from mint_harness import RunningMint, make_invoice, make_invoice_without_amount
 from protocol_wallet import ProtocolWallet, swap_to
 from saga_helpers import (
+    CutOnce,
+    assert_all_spendable,
     bal,
     execute_and_die_after,
     fund,
@@ -21,13 +23,16 @@ from saga_helpers import (
     mint_says_unspent,
     no_lock,
     register_mint,
+    state_and_error,
+    with_transport,
 )
 from sqlalchemy import func, select
 
 from models import Operation, Proof, ProofState
 from nuts.client import MintClient
-from nuts.errors import MintRejectedError
-from nuts.models import MeltQuoteState
+from nuts.errors import MintRejectedError, MintServerError, MintUnreachableError
+from nuts.models import MeltQuote, MeltQuoteState
+from nuts.models import Proof as WireProof
 from sagas import melt as melt_saga
 from sagas import mints as registry
 from sagas.engine import SagaContext
@@ -35,6 +40,7 @@ from sagas.errors import (
     InsufficientBalanceError,
     InvalidInvoiceError,
     InvalidStateError,
+    MeltCostError,
     UntrustedMintError,
 )
 from sagas.proofs import to_wire
@@ -423,3 +429,118 @@ def test_get_by_quote_finds_the_operation(
     assert found is not None and found["id"] == op["id"]
     assert melt_saga.get_by_quote(saga_context, mint_url, "no-such-quote") is None
     assert bal(saga_context, wallet_id)["total"] == 300
+
+
+# --- a pre-swap whose request was cut -------------------------------------------------------
+
+
+def _one_big_proof(
+    ctx: SagaContext, wallet: str, url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict:
+    """A wallet holding one 1024 sat proof, and a prepared 20 sat melt that must swap first."""
+    monkeypatch.setattr("sagas.proofs.KEEP_TARGET", 0)
+    fund(ctx, wallet, url, 1024)
+    prepared = melt_saga.prepare(ctx, wallet, url, make_invoice(20))
+    assert prepared["needs_swap"] and prepared["input_amount"] == 1024
+    return prepared
+
+
+def _worst_cost(op: dict) -> int:
+    return op["fee_reserve"] + op["swap_fee"] + op["input_fee"]
+
+
+@pytest.mark.parametrize("how", ["reset", "502", "lost"])
+def test_a_melt_whose_swap_was_cut_never_melts_unswapped_inputs_and_pays_no_more_than_its_fees(
+    saga_context: SagaContext,
+    mint_url: str,
+    wallet_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    prepared = _one_big_proof(saga_context, wallet_id, mint_url, monkeypatch)
+    cut = CutOnce("/v1/swap", how)
+
+    stuck = melt_saga.execute(with_transport(saga_context, cut), prepared["id"])
+    assert stuck["state"] == "executing"
+    assert "/v1/melt/bolt11" not in cut.seen  # the melt waits for a swap known to be done
+    recover(saga_context)
+
+    with saga_context.uow() as session:
+        done = session.get(Operation, prepared["id"])
+        assert done is not None and done.state == "finalized", done.error_message
+        effective_fee = done.data["effective_fee"]
+    cost = 1024 - bal(saga_context, wallet_id)["total"] - 20
+    assert 0 <= cost <= _worst_cost(prepared)
+    assert effective_fee == cost
+    assert bal(saga_context, wallet_id)["reserved"] == bal(saga_context, wallet_id)["pending"] == 0
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_a_melt_whose_swap_connection_was_refused_rolls_back_at_once_and_costs_nothing(
+    saga_context: SagaContext, mint_url: str, wallet_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = _one_big_proof(saga_context, wallet_id, mint_url, monkeypatch)
+    cut = CutOnce("/v1/swap", "refused")
+
+    with pytest.raises(MintUnreachableError):
+        melt_saga.execute(with_transport(saga_context, cut), prepared["id"])
+
+    assert state_and_error(saga_context, prepared["id"]) == ("rolled_back", "MINT_UNREACHABLE")
+    assert "/v1/melt/bolt11" not in cut.seen
+    assert_all_spendable(saga_context, wallet_id, 1024)
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_a_melt_whose_preflight_check_failed_releases_its_inputs_with_a_typed_error(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    prepared = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    cut = CutOnce("/v1/checkstate", "502")
+
+    with pytest.raises(MintServerError):
+        melt_saga.execute(with_transport(saga_context, cut), prepared["id"])
+
+    assert state_and_error(saga_context, prepared["id"]) == ("rolled_back", "MINT_SERVER_ERROR")
+    assert "/v1/melt/bolt11" not in cut.seen
+    assert_all_spendable(saga_context, wallet_id, 300)
+
+
+def test_a_melt_whose_inputs_are_not_what_its_blanks_were_planned_for_is_never_sent(
+    saga_context: SagaContext, mint_url: str, wallet_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = _one_big_proof(saga_context, wallet_id, mint_url, monkeypatch)
+    melt_saga.execute(with_transport(saga_context, CutOnce("/v1/swap", "reset")), prepared["id"])
+    with saga_context.uow() as session:  # a bug that skips the swap: phase melt, 1024 inputs
+        op = session.get(Operation, prepared["id"])
+        assert op is not None
+        op.data = {**op.data, "phase": "melt"}
+    watch = CutOnce("/nowhere", "lost")
+
+    result = melt_saga.execute(with_transport(saga_context, watch), prepared["id"])
+
+    assert result["state"] == "executing"
+    assert result["error"]["code"] == "MELT_INPUTS_MISMATCH"
+    assert result["error"]["severity"] == "CRITICAL"
+    assert "/v1/melt/bolt11" not in watch.seen
+    assert bal(saga_context, wallet_id)["total"] == 1024
+
+
+def test_a_paid_melt_whose_fee_would_come_out_negative_is_not_finalized() -> None:
+    op = Operation(
+        kind="melt",
+        amount=20,
+        data={
+            "input_amount": 1024,
+            "melt_input": 24,
+            "swap_fee": 1,
+            "needs_swap": True,
+            "fee_reserve": 2,
+            "input_fee": 1,
+        },
+    )
+    quote = MeltQuote(quote="q", amount=20, fee_reserve=2, state=MeltQuoteState.PAID)
+    change = [WireProof(id="00" * 8, amount=256, secret="s", C="02" + "11" * 32)] * 3
+
+    with pytest.raises(MeltCostError):
+        melt_saga._store_change_and_finalize(None, op, quote, change)  # type: ignore[arg-type]

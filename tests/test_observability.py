@@ -224,7 +224,7 @@ def test_steps_bind_the_operation_and_its_wallet(monkeypatch):
     from tasks import steps
 
     seen: list[dict] = []
-    monkeypatch.setattr(steps, "operation_lock", lambda operation_id: nullcontext())
+    monkeypatch.setattr(steps, "operation_lock", lambda operation_id, **_: nullcontext())
     monkeypatch.setattr(steps, "request_relay", lambda: None)
     monkeypatch.setattr(steps, "saga_context", lambda: None)
 

@@ -12,11 +12,22 @@ from collections.abc import Callable
 import pytest
 from mint_harness import RunningMint
 from nutshell_wallet import nutshell_mint_and_send, nutshell_p2pk_lock_and_send, nutshell_receive
-from saga_helpers import bal, fund, losing, mint_says_unspent, no_lock, register_mint
+from saga_helpers import (
+    CutOnce,
+    assert_all_spendable,
+    bal,
+    fund,
+    losing,
+    mint_says_unspent,
+    no_lock,
+    register_mint,
+    state_and_error,
+    with_transport,
+)
 from sqlalchemy import func, select
 
 from models import Operation
-from nuts.errors import InvalidTokenError
+from nuts.errors import InvalidTokenError, MintUnreachableError
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import decode_token
 from sagas import mints as registry
@@ -382,6 +393,53 @@ def test_a_lost_swap_response_on_receive_is_settled_by_recovery(
         assert session.get(Operation, prepared["id"]).state == "finalized"  # type: ignore[union-attr]
     assert bal(saga_context, wallet_id)["spendable"] == 40 - prepared["fee"]
     assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_a_send_whose_swap_connection_was_refused_releases_its_inputs_with_a_typed_error(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+    op = send_saga.prepare(saga_context, wallet_id, mint_url, 30, include_receiver_fee=True)
+
+    with pytest.raises(MintUnreachableError):
+        send_saga.execute(with_transport(saga_context, CutOnce("/v1/swap", "refused")), op["id"])
+
+    assert state_and_error(saga_context, op["id"]) == ("rolled_back", "MINT_UNREACHABLE")
+    assert_all_spendable(saga_context, wallet_id, 100)
+    assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_a_replayed_send_swap_whose_connection_is_refused_keeps_its_inputs_for_recovery(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+    op = send_saga.prepare(saga_context, wallet_id, mint_url, 30, include_receiver_fee=True)
+    send_saga.execute(losing(saga_context, "/v1/swap"), op["id"])  # the mint swapped, unheard
+
+    replay = send_saga.execute(
+        with_transport(saga_context, CutOnce("/v1/swap", "refused")), op["id"]
+    )
+    run_recovery(saga_context, lock=no_lock, kinds={"send"}, states={"executing"})
+
+    assert (replay["state"], replay["error"]["code"]) == ("executing", "MINT_UNREACHABLE")
+    assert state_and_error(saga_context, op["id"]) == ("pending", None)
+    assert bal(saga_context, wallet_id)["total"] == 100 - op["fee"]
+    assert bal(saga_context, wallet_id)["pending"] == op["send_amount"]
+
+
+def test_a_reclaim_whose_connection_was_refused_leaves_the_token_pending_with_a_typed_error(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+    op = send_saga.prepare(saga_context, wallet_id, mint_url, 21)
+    send_saga.execute(saga_context, op["id"])
+    after_send = bal(saga_context, wallet_id)
+
+    with pytest.raises(MintUnreachableError):
+        send_saga.rollback(with_transport(saga_context, CutOnce("/v1/swap", "refused")), op["id"])
+
+    assert state_and_error(saga_context, op["id"]) == ("pending", "MINT_UNREACHABLE")
+    assert bal(saga_context, wallet_id) == after_send
 
 
 def test_the_watcher_finalizes_claimed_sends_in_batches(

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from celery import Celery
 from mint_harness import RunningMint, make_invoice
-from slow_proxy import SlowProxy
+from saga_helpers import fund as fund_from_here
+from slow_proxy import Cut, SlowProxy
 from sqlalchemy import func, select
 from task_helpers import (
     assert_balance,
@@ -515,4 +516,34 @@ def test_a_worker_killed_after_the_melt_request_left_loses_no_change(
     # no change lost: the melt cost exactly what one paid at once costs
     assert done["effective_fee"] == op["swap_fee"] + op["input_fee"] + ROUTING_FEE
     assert_balance(client, wallet, spendable=300 - 100 - done["effective_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+# --- a pre-swap whose request was cut on the wire ------------------------------------------
+
+
+@pytest.mark.parametrize("how", [Cut.BEFORE, Cut.AFTER, Cut.BAD_GATEWAY])
+def test_a_payment_whose_swap_was_cut_on_the_wire_costs_exactly_its_fees(
+    celery_client: Celery,
+    proxy: SlowProxy,
+    wallet: str,
+    saga_context: SagaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    how: Cut,
+) -> None:
+    client, url = celery_client, proxy.url
+    monkeypatch.setattr("sagas.proofs.KEEP_TARGET", 0)  # one 1024 sat proof, minted here
+    fund_from_here(saga_context, wallet, url, 1024)
+    proxy.cut("/v1/swap", how)
+
+    paid = call(client, "cashu.melt.pay", wallet=wallet, mint_url=url, invoice=make_invoice(20))
+    assert paid["needs_swap"] and paid["state"] == "executing", paid
+    assert MELT_PATH not in proxy.seen  # the melt waits for a swap known to be done
+    done = poll_until_settled(client, paid["id"], task="cashu.recovery.run")
+
+    assert done["state"] == "finalized", done
+    cost = 1024 - balance(client, wallet)["total"] - 20
+    assert cost == done["effective_fee"] == paid["swap_fee"] + paid["input_fee"] + ROUTING_FEE
+    assert cost <= paid["fee_reserve"] + paid["swap_fee"] + paid["input_fee"]
+    assert_balance(client, wallet, spendable=1024 - 20 - cost)
     assert_mint_agrees(saga_context, url, wallet)

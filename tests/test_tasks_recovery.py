@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 from celery import Celery
+from mint_harness import make_invoice
 from slow_proxy import SlowProxy
-from task_helpers import TIMEOUT, assert_balance, call, db_read, wait_until
+from task_helpers import TIMEOUT, assert_balance, call, db_read, fund, raises, wait_until
 
 pytestmark = pytest.mark.mint
 
@@ -74,3 +76,34 @@ def test_a_step_delivered_too_often_fails_and_marks_its_operation(
     # The operation is not lost: a later step still issues it.
     assert call(celery_client, "cashu.mint.execute", operation_id=op["id"])["state"] == "finalized"
     assert_balance(celery_client, wallet, spendable=32)
+
+
+def test_a_step_that_outlives_the_lock_lease_keeps_its_lock_while_it_runs(
+    celery_client: Celery, proxy: SlowProxy, wallet: str, redis_url: str
+) -> None:
+    import redis
+
+    from tasks.config import get_settings
+
+    lease = get_settings().lock_lease_seconds
+    fund(celery_client, wallet, proxy.url, 300)
+    op = call(
+        celery_client,
+        "cashu.melt.prepare",
+        wallet=wallet,
+        mint_url=proxy.url,
+        invoice=make_invoice(100),
+    )
+    proxy.hold("/v1/melt/bolt11", lease + 4)  # paid, but the answer comes after a lease
+    slow = celery_client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]})
+    assert proxy.answered.wait(TIMEOUT)
+    time.sleep(lease + 1)
+
+    key = f"cashu:lock:op:{op['id']}"
+    assert redis.Redis.from_url(redis_url).exists(key)  # renewed by its holder
+    second = raises(celery_client, "cashu.melt.execute", operation_id=op["id"])
+    assert type(second).__name__ == "OperationInProgressError", repr(second)
+    paid = slow.get(timeout=TIMEOUT)
+    assert paid["state"] == "finalized"
+    assert not redis.Redis.from_url(redis_url).exists(key)  # released when the step ended
+    assert_balance(celery_client, wallet, spendable=300 - 100 - paid["effective_fee"])

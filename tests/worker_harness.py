@@ -59,7 +59,7 @@ class RunningWorker:
         redis_url: str,
         mnemonic: str,
         concurrency: int = 4,
-        queues: str = "cashu,cashu.beat",
+        queues: str | None = "cashu,cashu.beat",  # None: the plain command, no -Q
         env_overrides: dict[str, str | None] | None = None,
     ) -> None:
         self.database_url = database_url
@@ -104,8 +104,7 @@ class RunningWorker:
             "-A",
             "tasks",
             "worker",
-            "-Q",
-            self.queues,
+            *(["-Q", self.queues] if self.queues else []),
             "-c",
             str(self.concurrency),
             "--pool",
