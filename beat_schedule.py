@@ -15,6 +15,9 @@ and a lease, so overlapping ticks never do the same work twice.
   check-sends       cashu.beat.check_sends        CASHU_CHECK_SENDS_SECONDS, 5 s
                     pending sends: checkstate of the tokens' proofs in batches (one
                     call per mint per 100 Ys); all spent -> the send is finalized
+  retry-in-flight   cashu.beat.retry_in_flight    CASHU_RETRY_IN_FLIGHT_SECONDS, 5 s
+                    every saga's executing / rolling_back operations (a lost answer,
+                    a mint back after an outage, a dead worker's lapsed lease)
   recovery-sweep    cashu.recovery.run            CASHU_RECOVERY_SECONDS, 30 s
                     every saga's open operations: executing / rolling_back first,
                     then pending, init, stale prepared
@@ -56,6 +59,8 @@ def make_beat_schedule(settings: Settings | None = None) -> dict[str, dict[str, 
         "poll-melts": _entry("cashu.beat.poll_melts", settings.poll_melts_seconds),
         # pending sends: finalize the ones whose token was claimed (batched checkstate)
         "check-sends": _entry("cashu.beat.check_sends", settings.check_sends_seconds),
+        # executing / rolling_back operations of every saga, soon after they stalled
+        "retry-in-flight": _entry("cashu.beat.retry_in_flight", settings.retry_in_flight_seconds),
         # every saga's open operations: executing / rolling_back first, then pending, init
         "recovery-sweep": _entry("cashu.recovery.run", settings.recovery_seconds),
         # prepared operations older than CASHU_PREPARED_MAX_AGE_SECONDS: cancelled

@@ -102,6 +102,9 @@ class MintClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = normalize_mint_url(url)
+        # monotonic time of the last request the mint did not answer (refused, timed out,
+        # cut, 5xx); None once it answers again. Recovery skips a mint that is down.
+        self.failed_at: float | None = None
         self.timeout = timeout
         self.melt_timeout = melt_timeout
         # A melt waits for a Lightning payment: long read, but a dead mint is still
@@ -310,13 +313,16 @@ class MintClient:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
+            self.failed_at = time.monotonic()
             logger.warning("mint timeout: %s (%s)", where, type(exc).__name__)
             raise MintTimeoutError(f"mint timed out: {where} ({type(exc).__name__})") from exc
         except httpx.ConnectError as exc:
+            self.failed_at = time.monotonic()
             logger.warning("mint unreachable: %s", where)
             raise MintUnreachableError(f"cannot connect to mint: {where}: {exc}") from exc
         except httpx.RequestError as exc:
             # Read/protocol errors can happen after the mint received the request.
+            self.failed_at = time.monotonic()
             logger.warning("mint transport error: %s (%s)", where, type(exc).__name__)
             raise MintAmbiguousError(
                 f"connection to mint failed: {where} ({type(exc).__name__}: {exc})"
@@ -324,6 +330,7 @@ class MintClient:
 
         status = response.status_code
         logger.debug("%s -> %s in %.0f ms", where, status, (time.monotonic() - started) * 1000)
+        self.failed_at = time.monotonic() if status >= 500 else None
         if status >= 500:
             raise MintServerError(status, response.text, f"mint server error {status}: {where}")
         if 400 <= status < 500:

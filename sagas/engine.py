@@ -9,7 +9,7 @@ in the same transaction, so an event exists exactly when its state committed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -271,6 +271,12 @@ def operation_view(op: Operation) -> dict[str, Any]:
     return view
 
 
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    mint_url: str
+
+
 def claim_operations(
     session: Session,
     kind: str,
@@ -279,8 +285,9 @@ def claim_operations(
     limit: int = 100,
     lease_seconds: int = 60,
     older_than: datetime | None = None,
-) -> list[uuid.UUID]:
-    """Claim up to `limit` operations in `state` for one sweep; returns their ids.
+    exclude: Collection[uuid.UUID] = (),
+) -> list[Claimed]:
+    """Claim up to `limit` operations in `state` (none of `exclude`) for one sweep.
 
     FOR UPDATE SKIP LOCKED plus a lease: two beats, or overlapping ticks, never
     claim the same row, and a claim left by a dead worker lapses by itself.
@@ -301,14 +308,16 @@ def claim_operations(
     )
     if older_than is not None:
         candidates = candidates.where(Operation.updated_at < older_than)
+    if exclude:
+        candidates = candidates.where(Operation.id.not_in(list(exclude)))
     stmt = (
         update(Operation)
         .where(Operation.id.in_(candidates.scalar_subquery()))
         .values(claimed_until=now + timedelta(seconds=lease_seconds))
-        .returning(Operation.id)
+        .returning(Operation.id, Operation.mint_url)
         .execution_options(synchronize_session=False)
     )
-    return list(session.scalars(stmt))
+    return [Claimed(row.id, row.mint_url) for row in session.execute(stmt)]
 
 
 def release_claims(session: Session, operation_ids: list[uuid.UUID]) -> None:

@@ -3,12 +3,16 @@
 A saga registers a rule per state it can settle. The sweep goes through the
 states in RECOVERY_ORDER (executing before pending: an executing operation may
 drop back to pending and must be seen in the same sweep), claims operations
-with a lease, and runs each under the caller's per-operation lock.
+with a short lease a few at a time (a sweeping worker that dies blocks few, not
+for long), and runs each under the caller's per-operation lock. Once a mint
+fails to answer in this sweep, its other operations wait for the next one: a dead
+mint costs one request per sweep, not one per operation.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -22,6 +26,8 @@ from sagas.errors import OperationInProgressError
 logger = logging.getLogger(__name__)
 
 RECOVERY_ORDER = ("init", "executing", "rolling_back", "pending", "prepared")
+CLAIM_ROUND = 10  # operations claimed at a time
+CLAIM_LEASE_SECONDS = 15
 
 Step = Callable[[SagaContext, uuid.UUID, str], dict[str, Any]]
 Lock = Callable[[uuid.UUID], AbstractContextManager[Any]]
@@ -53,6 +59,7 @@ def run_recovery(
 ) -> dict[str, int]:
     """Sweep once; returns counts: recovered, rolled_back, still_pending, failed, skipped."""
     counts = {"recovered": 0, "rolled_back": 0, "still_pending": 0, "failed": 0, "skipped": 0}
+    started = time.monotonic()
     for state in RECOVERY_ORDER:
         for rule in RULES:
             if rule.state != state or (kinds and rule.kind not in kinds):
@@ -60,17 +67,39 @@ def run_recovery(
             if states and state not in states:
                 continue
             min_age = (min_ages or {}).get((rule.kind, state), rule.min_age)
-            with ctx.uow() as session:
-                ids = claim_operations(
-                    session,
-                    rule.kind,
-                    state,
-                    limit=batch,
-                    older_than=ctx.now() - min_age if min_age else None,
-                )
-            for op_id in ids:
-                counts[_recover_one(ctx, rule, op_id, lock)] += 1
+            seen: set[uuid.UUID] = set()
+            while len(seen) < batch:
+                with ctx.uow() as session:
+                    claimed = claim_operations(
+                        session,
+                        rule.kind,
+                        state,
+                        limit=min(CLAIM_ROUND, batch - len(seen)),
+                        lease_seconds=CLAIM_LEASE_SECONDS,
+                        older_than=ctx.now() - min_age if min_age else None,
+                        exclude=seen,
+                    )
+                if not claimed:
+                    break
+                for op in claimed:
+                    seen.add(op.id)
+                    if _failed_since(ctx, op.mint_url, started):
+                        _release(ctx, op.id)
+                        counts["skipped"] += 1
+                    else:
+                        counts[_recover_one(ctx, rule, op.id, lock)] += 1
     return counts
+
+
+def _failed_since(ctx: SagaContext, mint_url: str, started: float) -> bool:
+    """The mint did not answer a request of this sweep (refused, timed out, cut, 5xx)."""
+    failed_at = getattr(ctx.mint_client(mint_url), "failed_at", None)
+    return failed_at is not None and failed_at >= started
+
+
+def _release(ctx: SagaContext, op_id: uuid.UUID) -> None:
+    with ctx.uow() as session:
+        release_claims(session, [op_id])  # the next tick may look again, however soon
 
 
 def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: Lock) -> str:
@@ -83,8 +112,7 @@ def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: L
         logger.exception("recovery of %s operation %s failed", rule.kind, op_id)
         return "failed"
     finally:
-        with ctx.uow() as session:
-            release_claims(session, [op_id])  # the next tick may look again, however soon
+        _release(ctx, op_id)
     spec = SPECS[rule.kind]
     if result["state"] == "finalized":
         return "recovered"

@@ -252,7 +252,7 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
     """The proof-state watcher: finalize claimed sends with one checkstate per mint per
     `batch` proofs, instead of one call per operation."""
     with ctx.uow() as session:
-        op_ids = claim_operations(session, KIND, "pending", limit=limit)
+        op_ids = [c.id for c in claim_operations(session, KIND, "pending", limit=limit)]
         rows = session.execute(
             select(Proof.used_by, Proof.mint_url, Proof.y).where(
                 Proof.used_by.in_(op_ids), Proof.state == ProofState.PENDING

@@ -3,7 +3,7 @@
 # Prepares this machine like scripts/test.sh (.venv, the local PostgreSQL and Redis), creates
 # the database if missing, migrates it (alembic upgrade head), then runs in the foreground,
 # each in its own process group, output prefixed per process:
-#   worker  celery -A tasks worker -Q cashu,cashu.beat
+#   worker  celery -A tasks worker   (both queues: cashu, cashu.beat)
 #   beat    celery -A tasks beat          (exactly one; schedule and pidfile under $RUN_DIR)
 #   flower  celery -A tasks flower        (http://127.0.0.1:$FLOWER_PORT)
 # Ctrl-C or SIGTERM stops all three (warm shutdown: running tasks finish, up to
@@ -154,7 +154,7 @@ stop_all() {
 }
 
 say "starting worker, beat and Flower (http://127.0.0.1:$FLOWER_PORT); Ctrl-C stops them"
-start worker "$CELERY" -A tasks worker -Q cashu,cashu.beat -l "$LOG_LEVEL" -n "cashu@%h"
+start worker "$CELERY" -A tasks worker -l "$LOG_LEVEL" -n "cashu@%h"
 start beat "$CELERY" -A tasks beat -l "$LOG_LEVEL" \
     -s "$RUN_DIR/celerybeat-schedule" --pidfile "$RUN_DIR/celerybeat.pid"
 start flower "$CELERY" -A tasks flower --port="$FLOWER_PORT" --address=127.0.0.1

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     # Pollers skip operations that moved less than this long ago (their caller is on it).
     poll_min_age_seconds: float = 3.0
     check_sends_seconds: float = 5.0
+    retry_in_flight_seconds: float = 5.0
     recovery_seconds: float = 30.0
     relay_events_seconds: float = 2.0
     refresh_keysets_seconds: float = 3600.0

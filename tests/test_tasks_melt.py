@@ -539,7 +539,7 @@ def test_a_payment_whose_swap_was_cut_on_the_wire_costs_exactly_its_fees(
     paid = call(client, "cashu.melt.pay", wallet=wallet, mint_url=url, invoice=make_invoice(20))
     assert paid["needs_swap"] and paid["state"] == "executing", paid
     assert MELT_PATH not in proxy.seen  # the melt waits for a swap known to be done
-    done = poll_until_settled(client, paid["id"], task="cashu.recovery.run")
+    done = poll_until_settled(client, paid["id"], task="cashu.beat.retry_in_flight")
 
     assert done["state"] == "finalized", done
     cost = 1024 - balance(client, wallet)["total"] - 20

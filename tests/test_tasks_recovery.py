@@ -107,3 +107,28 @@ def test_a_step_that_outlives_the_lock_lease_keeps_its_lock_while_it_runs(
     assert paid["state"] == "finalized"
     assert not redis.Redis.from_url(redis_url).exists(key)  # released when the step ended
     assert_balance(celery_client, wallet, spendable=300 - 100 - paid["effective_fee"])
+
+
+def test_a_step_whose_worker_process_was_killed_is_redelivered_and_answers_its_caller(
+    celery_worker, celery_client: Celery, proxy: SlowProxy, wallet: str
+) -> None:
+    import os
+    import signal
+
+    client, url = celery_client, proxy.url
+    fund(client, wallet, url, 300)
+    op = call(client, "cashu.melt.prepare", wallet=wallet, mint_url=url, invoice=make_invoice(100))
+    proxy.hold("/v1/melt/bolt11", 20.0)  # the mint pays; its answer waits in the proxy
+    executing = client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]})
+    assert proxy.answered.wait(TIMEOUT)
+
+    active = client.control.inspect(destination=[celery_worker.nodename]).active()
+    [running] = [t for t in active[celery_worker.nodename] if t["id"] == executing.id]
+    os.kill(running["worker_pid"], signal.SIGKILL)  # the process holding the lock dies
+    proxy.release()
+
+    # The message comes back; its second delivery waits out the dead process's lease.
+    paid = executing.get(timeout=TIMEOUT)
+    assert paid["state"] == "finalized", paid
+    assert paid["effective_fee"] <= op["fee_reserve"] + op["swap_fee"] + op["input_fee"]
+    assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
