@@ -370,6 +370,12 @@ class MintUnreachableError(MintAmbiguousError):
     code = "MINT_UNREACHABLE"
 
 
+class MintRefusedWithoutCodeError(MintAmbiguousError):
+    """The mint answered 4xx to a request that changes state, without a NUT error code."""
+
+    code = "MINT_REFUSED_WITHOUT_CODE"
+
+
 class MintServerError(MintAmbiguousError):
     """The mint answered with a 5xx."""
 
@@ -490,6 +496,12 @@ class InvalidInvoiceError(SagaError):
     code = "INVALID_INVOICE"
 
 
+class DuplicatePaymentError(SagaError):
+    """Another melt of ours has paid this invoice, or is paying it; nothing was paid again."""
+
+    code = "DUPLICATE_PAYMENT"
+
+
 class FeeLimitExceededError(SagaError):
     """The payment's fees could exceed the caller's max_fee; nothing was reserved."""
 
@@ -500,6 +512,12 @@ class ProofsSpentAtMintError(SagaError):
     """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
 
     code = "PROOFS_SPENT_AT_MINT"
+
+
+class TokenRefusedError(SagaError):
+    """The mint refused the token's proofs (forged, or not valid there); nothing was received."""
+
+    code = "TOKEN_REFUSED"
 
 
 class MeltInputsMismatchError(SagaError):

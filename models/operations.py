@@ -12,7 +12,6 @@ from sqlalchemy import (
     Index,
     Integer,
     Text,
-    UniqueConstraint,
     Uuid,
     text,
 )
@@ -26,7 +25,30 @@ class Operation(Timestamps, Base):
     __tablename__ = "operations"
     __table_args__ = (
         # One operation per quote: two redeems of one quote can never make two sagas.
-        UniqueConstraint("mint_url", "kind", "quote_id"),
+        Index(
+            "uq_operations_mint_url_kind_quote_id",
+            "mint_url",
+            "kind",
+            "quote_id",
+            unique=True,
+            postgresql_where=text("kind <> 'receive'"),
+        ),
+        # A token (its quote_id) has one live receive per wallet; a refused (rolled back)
+        # one does not block it, and the mint decides between two wallets' swaps.
+        Index(
+            "uq_operations_receive_token_wallet",
+            "mint_url",
+            "quote_id",
+            "wallet",
+            unique=True,
+            postgresql_where=text("kind = 'receive' AND state <> 'rolled_back'"),
+        ),
+        # Melts of one invoice, to refuse paying it twice.
+        Index(
+            "ix_operations_melt_request",
+            text("(data ->> 'request')"),
+            postgresql_where=text("kind = 'melt'"),
+        ),
         Index("ix_operations_kind_state", "kind", "state"),
         Index("ix_operations_wallet_created", "wallet", "created_at"),
     )

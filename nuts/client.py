@@ -25,6 +25,7 @@ from coincurve import PrivateKey
 
 from nuts.errors import (
     MintAmbiguousError,
+    MintRefusedWithoutCodeError,
     MintServerError,
     MintTimeoutError,
     MintUnreachableError,
@@ -338,7 +339,9 @@ class MintClient:
             if changes_state and status == 400 and not error.mint_code:
                 # Nutshell answers 400 with code 0 for any uncaught exception, even one
                 # raised after a payment settled: without a NUT code it proves nothing.
-                raise MintAmbiguousError(f"mint refused {where} without an error code: {error}")
+                raise MintRefusedWithoutCodeError(
+                    f"mint refused {where} without an error code: {error}"
+                )
             raise error
         if not 200 <= status < 300:
             raise MintAmbiguousError(f"unexpected HTTP {status} from mint: {where}")

@@ -468,6 +468,16 @@ class MintUnreachableError(MintAmbiguousError):
     code = "MINT_UNREACHABLE"
 
 
+class MintRefusedWithoutCodeError(MintAmbiguousError):
+    """The mint answered 4xx to a request that changes state, without a NUT error code.
+
+    Nutshell answers so for any uncaught exception, even one raised after it acted, so the
+    answer alone proves nothing; a swap settles it from checkstate (sagas/swap.py).
+    """
+
+    code = "MINT_REFUSED_WITHOUT_CODE"
+
+
 class MintServerError(MintAmbiguousError):
     """The mint answered with a 5xx."""
 

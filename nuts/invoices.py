@@ -1,8 +1,9 @@
-"""The three terms of a bolt11 invoice a wallet checks before asking for a melt quote.
+"""The terms of a bolt11 invoice a wallet checks before asking for a melt quote.
 
-A melt needs the amount (is it there, in whole sat, can the wallet pay it) and
-whether the invoice has expired. The mint decodes the invoice itself and its
-Lightning node verifies the signature, so this reads only those terms. It uses
+A melt needs the network (is it the one this wallet pays on), the amount (is it
+there, in whole sat, can the wallet pay it) and whether the invoice has expired.
+The mint decodes the invoice itself and its Lightning node verifies the signature,
+so this reads only those terms. It uses
 the `bech32` and `bolt11` packages for the checksum and the amount; a full
 `bolt11.decode` walks every field with `bitstring` and recovers the payee key,
 which took 7 ms per invoice where this takes 0.4 ms.
@@ -31,6 +32,7 @@ class InvoiceError(ValueError):
 
 @dataclass(frozen=True)
 class InvoiceTerms:
+    network: str  # the BOLT 11 currency prefix: "bc" mainnet, "tb", "tbs", "bcrt", ...
     amount_msat: int | None  # None: the payer picks the amount
     timestamp: int  # seconds since the epoch
     expiry: int  # seconds after `timestamp`
@@ -50,7 +52,7 @@ def read_invoice(invoice: str) -> InvoiceTerms:
     if hrp is None or words is None:
         raise InvoiceError("bad bech32 (characters or checksum)")
     try:
-        _currency, amount_msat = verify_hrp(hrp)
+        network, amount_msat = verify_hrp(hrp)
     except Bolt11Exception as exc:
         raise InvoiceError(f"bad prefix or amount {hrp!r}: {type(exc).__name__}") from None
     if len(words) < SIGNATURE_WORDS + TIMESTAMP_WORDS:
@@ -68,6 +70,7 @@ def read_invoice(invoice: str) -> InvoiceTerms:
             expiry = _uint(fields[at + 3 : at + 3 + length])
         at += 3 + length
     return InvoiceTerms(
+        network=network,
         amount_msat=int(amount_msat) if amount_msat is not None else None,
         timestamp=_uint(fields[:TIMESTAMP_WORDS]),
         expiry=DEFAULT_EXPIRY if expiry is None else expiry,

@@ -137,6 +137,33 @@ def unblind_outputs(
     return proofs
 
 
+# What a mint accepts in one request, as Nutshell 0.20 limits it (mint_max_secret_length,
+# mint_max_witness_length, mint_max_request_length): anything beyond is refused there.
+MAX_SECRET_LENGTH = 1024
+MAX_WITNESS_LENGTH = 1024
+MAX_PROOFS_PER_REQUEST = 1000
+
+
+def proof_defect(proof: Proof, keyset: Keyset) -> str | None:
+    """Why a proof given to us cannot be valid at its keyset, checked offline; None if it
+    may be (only the mint can tell a forged signature from a real one without a DLEQ)."""
+    if not proof.secret:
+        return "a proof has no secret"
+    if len(proof.secret) > MAX_SECRET_LENGTH:
+        return f"a proof's secret is longer than {MAX_SECRET_LENGTH} characters"
+    if proof.witness is not None and len(proof.witness) > MAX_WITNESS_LENGTH:
+        return f"a proof's witness is longer than {MAX_WITNESS_LENGTH} characters"
+    if proof.amount not in keyset.keys:
+        return f"amount {proof.amount} is not an amount of keyset {keyset.id}"
+    try:
+        PublicKey(bytes.fromhex(proof.C))
+    except ValueError:
+        return "a proof's signature C is not a point on the curve"
+    if not verify_proof_dleq(proof, keyset):
+        return "a proof's DLEQ does not verify: not signed by this mint"
+    return None
+
+
 def verify_proof_dleq(proof: Proof, keyset: Keyset) -> bool:
     """A proof given to us (in a token) with a DLEQ: was it really signed by this keyset?
 

@@ -66,6 +66,7 @@ class SagaContext:
     mint_client: Callable[[str], MintClient]
     wallet_seed: Callable[[str], bytes]
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    network: str = "bc"  # the Lightning network invoices must be for (BOLT 11 prefix)
 
 
 @dataclass(frozen=True)

@@ -142,10 +142,24 @@ class TokenAlreadySpentError(SagaError):
     severity = Severity.LOW
 
 
+class TokenRefusedError(SagaError):
+    """The mint refused the token's proofs (forged, or not valid there); nothing was received."""
+
+    code = "TOKEN_REFUSED"
+    severity = Severity.LOW
+
+
 class InvalidInvoiceError(SagaError):
     """The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."""
 
     code = "INVALID_INVOICE"
+    severity = Severity.LOW
+
+
+class DuplicatePaymentError(SagaError):
+    """Another melt of ours has paid this invoice, or is paying it; nothing was paid again."""
+
+    code = "DUPLICATE_PAYMENT"
     severity = Severity.LOW
 
 

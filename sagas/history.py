@@ -7,13 +7,15 @@ secrets (only the fields below are ever read from Operation.data).
     {operation_id, kind, state, amount, unit, mint_url, fee, direction,
      created_at, updated_at, finalized_at, error}
 
-amount is the operation's amount (send: the amount asked for; receive: what arrived, the
-receive fee already taken; mint/melt: the quote's amount). Once every operation of a
+amount is what moved before fees (send: the amount asked for; receive: what the token was
+worth, its fee not yet taken; mint/melt: the quote's amount). Once every operation of a
 wallet has settled, the amounts of its finalized ones (in minus out) minus all fees is
-its balance (tests/test_history.py checks this to the sat).
+its balance, for wallets that send and receive alike (tests/test_history.py checks this
+to the sat).
 fee is what the operation costs the wallet in fees:
     mint     0
-    receive  "fee" (the swap fee); 0 once failed or rolled back (nothing moved)
+    receive  "fee" (the swap fee) once finalized; 0 before (nothing paid yet) and once
+             failed or rolled back (nothing moved)
     send     "fee" (the swap fee, 0 when proofs went out as they were) + "receiver_fee"
              (the receiver's swap fee, when the sender pays it); rolled back: 0 when
              cancelled before anything moved, "fee" + "reclaim_fee" once reclaimed
@@ -48,7 +50,7 @@ def history_entry(op: Operation) -> dict[str, Any]:
         "operation_id": str(op.id),
         "kind": op.kind,
         "state": op.state,
-        "amount": op.amount,
+        "amount": _int((op.data or {}).get("token_amount")) if op.kind == "receive" else op.amount,
         "unit": op.unit,
         "mint_url": op.mint_url,
         "fee": operation_fee(op),
@@ -69,7 +71,7 @@ def operation_fee(op: Operation) -> int:
             return _int(data.get("fee")) + _int(data.get("reclaim_fee"))
         return 0  # cancelled while prepared, or the mint refused the swap: nothing paid
     if op.kind == "receive":
-        return _int(data.get("fee")) if op.state not in ("failed", "rolled_back") else 0
+        return _int(data.get("fee")) if op.state == "finalized" else 0
     if op.kind == "melt":
         if "effective_fee" in data:
             return _int(data.get("effective_fee"))

@@ -31,13 +31,14 @@ Recovery, per state:
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from models import Operation, ProofState
@@ -74,6 +75,7 @@ from sagas.engine import (
     update_operation,
 )
 from sagas.errors import (
+    DuplicatePaymentError,
     FeeLimitExceededError,
     InsufficientBalanceError,
     InvalidAmountError,
@@ -290,12 +292,17 @@ register_rule(KIND, "pending", recover)
 register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
 
 
-def invoice_amount(invoice: str, now: float | None = None) -> int:
-    """The invoice's amount in sat; garbage, no amount or expired is an InvalidInvoiceError."""
+def invoice_amount(invoice: str, now: float | None = None, network: str = "bc") -> int:
+    """The invoice's amount in sat; garbage, another network, no amount or expired is an
+    InvalidInvoiceError."""
     try:
         terms = read_invoice(invoice)
     except InvoiceError as exc:
         raise InvalidInvoiceError(f"not a valid bolt11 invoice: {exc}") from None
+    if terms.network != network:
+        raise InvalidInvoiceError(
+            f"the invoice is for network {terms.network!r}; this wallet pays on {network!r}"
+        )
     if not terms.amount_msat:
         raise InvalidInvoiceError("the invoice has no amount; amountless invoices are not paid")
     if terms.amount_msat % 1000:
@@ -341,10 +348,11 @@ def _prepare(
         isinstance(max_fee, bool) or not isinstance(max_fee, int) or max_fee < 0
     ):
         raise InvalidAmountError(f"max_fee must be a whole number of sat, 0 or more: {max_fee!r}")
-    amount = invoice_amount(invoice, ctx.now().timestamp())
+    amount = invoice_amount(invoice, ctx.now().timestamp(), ctx.network)
     with ctx.uow() as session:
         mint_url, keysets = trusted_keysets(session, mint_url)
         keyset = active_keyset(keysets, "sat", mint_url)
+        _refuse_a_second_payment(session, invoice)
         # No quote for a payment the wallet cannot make. The bounded read answers at
         # once for a wallet that can; only a short one is summed in full.
         quick = spendable_candidates(session, wallet, mint_url, keyset.unit, covering=amount)
@@ -425,10 +433,18 @@ def _execute(ctx: SagaContext, reserved: _Reserved) -> dict[str, Any]:
             op = get_operation(session, op_id, KIND)
             if op.state != "prepared":
                 return operation_view(op)
-            _write_ahead(ctx, session, op, reserved.keysets)
-            phase = op.data["phase"]
-            if phase == "melt":  # the reserved inputs go to the mint as they are
-                request = _MeltRequest.of(op, reserved.inputs, reserved.keysets)
+            # Serialized per invoice: of two melts of one invoice, one pays, the other
+            # stops here before it costs a swap fee.
+            duplicate = _second_payment(session, op.data["request"], op.id, wait=True)
+            if duplicate is not None:
+                _release_and_roll_back(session, op, duplicate)
+            else:
+                _write_ahead(ctx, session, op, reserved.keysets)
+                phase = op.data["phase"]
+                if phase == "melt":  # the reserved inputs go to the mint as they are
+                    request = _MeltRequest.of(op, reserved.inputs, reserved.keysets)
+        if duplicate is not None:
+            raise duplicate
     if phase == "swap":
         # Only a swap known to be done lets the melt go: its inputs are what the change
         # blanks were planned for. Any other outcome returns here, the melt not sent.
@@ -493,6 +509,39 @@ def _choose_inputs(
     except InsufficientFundsError:
         return direct
     return for_swap if input_fee(for_swap, fees) < overshoot else direct
+
+
+def _refuse_a_second_payment(session: Session, invoice: str) -> None:
+    duplicate = _second_payment(session, invoice)
+    if duplicate is not None:
+        raise duplicate
+
+
+def _second_payment(
+    session: Session, invoice: str, op_id: uuid.UUID | None = None, *, wait: bool = False
+) -> DuplicatePaymentError | None:
+    """Another melt of ours paid this invoice or is paying it: the error to stop with.
+
+    `wait`: hold the invoice's transaction lock first, so that melts of one invoice
+    moving to executing at the same time see each other.
+    """
+    if wait:
+        key = int.from_bytes(hashlib.sha256(invoice.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+    other = session.scalar(
+        select(Operation.state)
+        .where(
+            Operation.kind == KIND,
+            Operation.data["request"].astext == invoice,
+            Operation.state.in_(("executing", "pending", "finalized")),
+            Operation.id != op_id if op_id is not None else true(),
+        )
+        .limit(1)
+    )
+    if other is None:
+        return None
+    verb = "paid" if other == "finalized" else "is paying"
+    return DuplicatePaymentError(f"another melt of ours {verb} this invoice")
 
 
 def _exact_melt_input(needed: int, ppk: int) -> int:

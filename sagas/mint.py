@@ -183,10 +183,15 @@ def import_quote(
                 notify_task=notify_task,
                 data=_quote_data(quote, locked=False),
             )
-            .on_conflict_do_nothing(constraint="uq_operations_mint_url_kind_quote_id")
+            .on_conflict_do_nothing(
+                index_elements=["mint_url", "kind", "quote_id"],
+                index_where=Operation.kind != "receive",
+            )
         )
         op = _by_quote(session, mint_url, quote_id)
         assert op is not None
+        if op.wallet != wallet:  # another wallet's import won the race: never hand it out
+            raise InvalidStateError(f"quote {quote_id} belongs to another wallet's operation")
         if op.id == op_id:  # we created it: announce it like any other arrival in pending
             record_event(session, op)
         return operation_view(op)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import Operation
@@ -30,7 +31,7 @@ from nuts.errors import InvalidTokenError, KeysetError, MintAmbiguousError, Mint
 from nuts.keysets import Keyset
 from nuts.models import Proof as WireProof
 from nuts.models import ProofSpentState
-from nuts.outputs import proof_y, verify_proof_dleq
+from nuts.outputs import MAX_PROOFS_PER_REQUEST, proof_defect, proof_y
 from nuts.p2pk import P2PKConditions, SpendingConditionError, parse_secret, sign_p2pk_inputs
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import Token, decode_token, expand_keyset_ids
@@ -49,6 +50,7 @@ from sagas.engine import (
 from sagas.errors import (
     TokenAlreadySpentError,
     TokenLockedError,
+    TokenRefusedError,
     UnknownMintError,
     UntrustedMintError,
 )
@@ -203,17 +205,23 @@ def _check_token(ctx: SagaContext, wallet: str, token: str, trust_mint: bool) ->
         parsed = expand_keyset_ids(parsed, keysets)
     except KeysetError as exc:
         raise InvalidTokenError(f"token names a keyset the mint does not have: {exc}") from None
+    if len(parsed.proofs) > MAX_PROOFS_PER_REQUEST:
+        raise InvalidTokenError(f"token holds more than {MAX_PROOFS_PER_REQUEST} proofs")
     for proof in parsed.proofs:
         keyset = keysets[proof.id]
         if keyset.unit != parsed.unit:
             raise InvalidTokenError(f"token unit {parsed.unit} but keyset unit {keyset.unit}")
-        if not verify_proof_dleq(proof, keyset):
-            raise InvalidTokenError("a proof's DLEQ does not verify: not signed by this mint")
+        defect = proof_defect(proof, keyset)
+        if defect is not None:
+            raise InvalidTokenError(defect)
+    ys = [proof_y(p) for p in parsed.proofs]
+    if len(set(ys)) != len(ys):
+        raise InvalidTokenError("token holds the same proof twice")
     _check_locks(ctx, wallet, parsed.proofs)
     fee = input_fee(parsed.proofs, fee_ppk(keysets))
     if parsed.amount <= fee:
         raise InvalidTokenError(f"token worth {parsed.amount} does not cover its fee {fee}")
-    token_id = hashlib.sha256("".join(sorted(proof_y(p) for p in parsed.proofs)).encode())
+    token_id = hashlib.sha256("".join(sorted(ys)).encode())
     return _CheckedToken(parsed, mint_url, keysets, fee, token_id.hexdigest())
 
 
@@ -224,39 +232,59 @@ def _record_prepared(
     notify_task: str | None,
     operation_id: uuid.UUID | None = None,
 ) -> Operation:
-    """The token's operation: this wallet's open one, or a new one in prepared."""
-    existing = session.scalars(
+    """The token's operation: this wallet's open one, or a new one in prepared.
+
+    A token some receive of ours already took (finalized) or lost (failed) is refused
+    without asking the mint. Open receives of other wallets do not block it: the mint
+    decides whose swap wins. A concurrent redeem by this wallet finds the one that won.
+    """
+    existing = _live_receive(session, wallet, checked)
+    if existing is not None:
+        return existing
+    token = checked.token
+    try:
+        with session.begin_nested():
+            op = new_operation(
+                session,
+                KIND,
+                "prepared",
+                operation_id,
+                wallet=wallet,
+                mint_url=checked.mint_url,
+                unit=token.unit,
+                amount=token.amount - checked.fee,
+                quote_id=checked.token_id,
+                notify_task=notify_task,
+                data={
+                    "fee": checked.fee,
+                    "token_amount": token.amount,
+                    "memo": token.memo,
+                    "inputs": [p.model_dump(exclude_none=True) for p in token.proofs],
+                },
+            )
+    except IntegrityError:  # this wallet's concurrent redeem of the token got there first
+        existing = _live_receive(session, wallet, checked)
+        if existing is None:
+            raise
+        return existing
+    record_event(session, op)
+    return op
+
+
+def _live_receive(session: Session, wallet: str, checked: _CheckedToken) -> Operation | None:
+    """This wallet's open receive of the token; TokenAlreadySpentError once any receive of
+    ours settled it."""
+    receives = session.scalars(
         select(Operation).where(
             Operation.mint_url == checked.mint_url,
             Operation.kind == KIND,
             Operation.quote_id == checked.token_id,
+            Operation.state != "rolled_back",
         )
-    ).one_or_none()
-    if existing is not None:
-        if existing.wallet == wallet and existing.state not in SPEC.terminal:
-            return existing
+    ).all()
+    if any(op.state in SPEC.terminal for op in receives):
         raise TokenAlreadySpentError("this token was already received")
-    token = checked.token
-    op = new_operation(
-        session,
-        KIND,
-        "prepared",
-        operation_id,
-        wallet=wallet,
-        mint_url=checked.mint_url,
-        unit=token.unit,
-        amount=token.amount - checked.fee,
-        quote_id=checked.token_id,
-        notify_task=notify_task,
-        data={
-            "fee": checked.fee,
-            "token_amount": token.amount,
-            "memo": token.memo,
-            "inputs": [p.model_dump(exclude_none=True) for p in token.proofs],
-        },
-    )
-    record_event(session, op)
-    return op
+    return next((op for op in receives if op.wallet == wallet), None)
 
 
 def _write_outputs_ahead(
@@ -294,6 +322,10 @@ def _swap(ctx: SagaContext, request: SwapRequest) -> dict[str, Any]:
         view = operation_view(op)
     if view["state"] == "failed":
         raise TokenAlreadySpentError("the token was already claimed elsewhere")
+    if view["state"] == "rolled_back":
+        raise TokenRefusedError(
+            f"the mint refused the token, nothing was received: {outcome.error}"
+        )
     return view
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sagas.engine import SPECS, SagaContext, claim_operations, release_claims
+from nuts.errors import CashuError
+from sagas.engine import SPECS, SagaContext, claim_operations, get_operation, release_claims
 from sagas.errors import OperationInProgressError
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,12 @@ def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: L
             result = rule.step(ctx, op_id, rule.state)
     except OperationInProgressError:
         return "skipped"  # a worker is on it right now
+    except CashuError as exc:
+        # A step that settled the operation and then told its caller why (a refused
+        # token, a mint that refused the connection): the state counts, not the error.
+        logger.info("recovery of %s operation %s: %s", rule.kind, op_id, exc.code)
+        with ctx.uow() as session:
+            result = {"state": get_operation(session, op_id, rule.kind).state}
     except Exception:
         logger.exception("recovery of %s operation %s failed", rule.kind, op_id)
         return "failed"

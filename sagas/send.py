@@ -208,11 +208,17 @@ def finalize_if_claimed(
 
 
 def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
-    """Cancel a prepared send, or reclaim a pending one with a swap into fresh outputs."""
+    """Cancel a prepared send, or reclaim a pending one with a swap into fresh outputs.
+
+    The rule every saga's cancel and rollback keep: rolling back what is rolled back
+    returns it as it is; a finalized operation cannot be rolled back (InvalidStateError).
+    """
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state in SPEC.terminal:
+        if op.state == "rolled_back":
             return operation_view(op)
+        if op.state == "finalized":
+            raise InvalidStateError("the send is finalized: its token was claimed")
         if op.state == "prepared":
             release_proofs(session, op.id)
             transition(session, op, "rolling_back")
@@ -238,7 +244,7 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             transition(session, op, "rolled_back")
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             set_proof_state(session, op.id, ProofState.SPENT)  # the receiver claimed it first
-            transition(session, op, "finalized")
+            transition(session, op, "finalized", data={"reclaim_fee": 0, "reclaimed_amount": 0})
         elif outcome.result == SwapResult.REJECTED:
             transition(session, op, "pending", error=outcome.error)
         else:

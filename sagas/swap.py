@@ -9,11 +9,16 @@ Send, receive, melt and reclaims all swap. What they share is here:
   already signed or the inputs are spent, restore our outputs' signatures
   (NUT-09); only a definitive answer leaves the inputs ours to release.
 
-Where the definitive/ambiguous line is drawn (nuts/errors.py has the families):
-a 4xx with a NUT error code is definitive; so is a refused connection on the
-first attempt, when nothing was ever sent. Everything else (a timeout, a reset,
-a 5xx or 502, a refused connection on a replay, whose earlier attempt may have
-reached the mint) is ambiguous: the operation stays for recovery.
+Where the definitive/ambiguous line is drawn for a swap (nuts/errors.py has the
+families):
+
+* definitive: a 4xx with a NUT error code (but 11002, inputs pending in another
+  request, which only says "not yet"); a refused connection on the first attempt,
+  when nothing was ever sent; a 4xx without a code once checkstate says every input
+  is still UNSPENT (a mint swaps atomically: unspent inputs mean nothing was signed);
+* ambiguous: a timeout, a reset, a 5xx or 502, a refused connection on a replay
+  (an earlier attempt may have reached the mint), a 4xx without a code whose inputs
+  checkstate cannot clear. The operation stays for recovery.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from nuts.client import MintClient
 from nuts.errors import (
     InvalidSignatureError,
     MintAmbiguousError,
+    MintRefusedWithoutCodeError,
     MintRejectedError,
     MintUnreachableError,
     OutputsAlreadySignedError,
     ProofsAlreadySpentError,
+    ProofsPendingError,
 )
 from nuts.keysets import Keyset
 from nuts.models import Proof as WireProof
@@ -159,8 +166,12 @@ def settle_swap(
         signatures = client.swap(list(inputs), [o.blinded_message for o in outputs])
     except (OutputsAlreadySignedError, ProofsAlreadySpentError) as exc:
         return _restore_or_classify(client, inputs, outputs, keysets, exc)
+    except ProofsPendingError as exc:
+        return SwapOutcome(SwapResult.UNKNOWN, error=exc)  # another request holds them
     except MintRejectedError as exc:
         return SwapOutcome(SwapResult.REJECTED, error=exc)
+    except MintRefusedWithoutCodeError as exc:
+        return _settle_refusal_without_code(client, inputs, outputs, keysets, exc)
     except MintUnreachableError as exc:
         return SwapOutcome(SwapResult.REJECTED if first_attempt else SwapResult.UNKNOWN, error=exc)
     except MintAmbiguousError as exc:
@@ -198,6 +209,27 @@ def restore_outputs(
 
 def inputs_state(client: MintClient, inputs: Sequence[WireProof]) -> set[ProofSpentState]:
     return {s.state for s in client.checkstate([proof_y(p) for p in inputs])}
+
+
+def _settle_refusal_without_code(
+    client: MintClient,
+    inputs: Sequence[WireProof],
+    outputs: Sequence[PreparedOutput],
+    keysets: dict[str, Keyset],
+    exc: MintRefusedWithoutCodeError,
+) -> SwapOutcome:
+    """A 4xx without a code proves nothing by itself: the inputs' states decide."""
+    try:
+        states = inputs_state(client, inputs)
+    except (MintAmbiguousError, MintRejectedError):
+        return SwapOutcome(SwapResult.UNKNOWN, error=exc)
+    if states == {ProofSpentState.UNSPENT}:
+        return SwapOutcome(SwapResult.REJECTED, error=exc)
+    if states == {ProofSpentState.SPENT}:
+        return _restore_or_classify(
+            client, inputs, outputs, keysets, ProofsAlreadySpentError(exc.message)
+        )
+    return SwapOutcome(SwapResult.UNKNOWN, error=exc)
 
 
 def _restore_or_classify(

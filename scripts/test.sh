@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE test command:  bash scripts/test.sh [pytest args...]
+# THE test command:  bash scripts/test.sh [pytest args...]   (ruff check and format, then pytest)
 # Prepares a fresh machine (venvs, PostgreSQL, Redis, test database), then runs pytest.
 set -euo pipefail
 
@@ -21,4 +21,7 @@ ensure_database "$TEST_DB"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgresql+psycopg2://$PG_USER@$PG_HOST:$PG_PORT/$TEST_DB}"
 
 cd "$REPO"
+# lint first: a change ruff refuses does not get as far as the suite
+.venv/bin/ruff check . || die "ruff check found problems (run: .venv/bin/ruff check --fix .)"
+.venv/bin/ruff format --check . >/dev/null || die "ruff format: files to reformat (run: .venv/bin/ruff format .)"
 exec .venv/bin/python -m pytest "$@"

@@ -27,7 +27,7 @@ from models.db import dispose_engines
 from nuts.client import close_mint_clients
 from nuts.errors import CashuError
 from sagas.errors import SagaError, Severity
-from tasks import log_format
+from tasks import arguments, log_format
 from tasks.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -241,6 +241,9 @@ class CashuTask(Task):
     Request = RedactingRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Unknown, missing or surplus arguments: InvalidRequestError naming the argument,
+        # before anything runs (each task checks its arguments' values: tasks/arguments.py).
+        arguments.check_call(self.name, self.run, args, kwargs)
         request = self.request
         in_worker = bool(request.id and not request.is_eager and request.delivery_info)
         if in_worker:
@@ -310,6 +313,32 @@ def _count_delivery(task_id: str) -> None:
             f"task {task_id} was delivered {deliveries} times; giving up "
             f"(max {settings.max_deliveries})"
         )
+
+
+def _keep_running_when_redis_dies() -> None:
+    """kombu 5.7's Redis transport, after its broker died, still tries to restore, ack or
+    reject messages through the channel of the dead connection; the AttributeError it
+    meets there stops the whole worker (celery/kombu#970, #582). Skip those calls on a
+    channel whose connection is gone: its messages stay in Redis's unacked set and come
+    back after the visibility timeout (a step delivered again is idempotent), and the
+    worker reconnects as it does after any broker loss."""
+    from kombu.transport import redis as kombu_redis
+
+    def unless_gone(method: Any) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            transport = self.channel.connection
+            if transport is None or transport.client is None:
+                logger.warning("broker connection gone: %s skipped", method.__name__)
+                return None
+            return method(self, *args, **kwargs)
+
+        return call
+
+    for name in ("restore_unacked", "ack", "reject"):
+        setattr(kombu_redis.QoS, name, unless_gone(getattr(kombu_redis.QoS, name)))
+
+
+_keep_running_when_redis_dies()
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

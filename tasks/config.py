@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         "development", validation_alias="CASHU_ENV"
     )
 
+    # The Lightning network melts pay on, as BOLT 11 invoices name it: "bc" (mainnet),
+    # "tb" (testnet), "tbs" (signet), "bcrt" (regtest). Invoices for another are refused.
+    lightning_network: Literal["bc", "tb", "tbs", "bcrt"] = "bc"
+
     # MintClient timeouts (seconds); a melt waits for a Lightning payment.
     mint_timeout: float = 10.0
     melt_timeout: float = 120.0

@@ -33,4 +33,5 @@ def saga_context() -> SagaContext:
         uow=partial(unit_of_work, get_settings().database_url),
         mint_client=mint_client,
         wallet_seed=wallet_seed,
+        network=get_settings().lightning_network,
     )

@@ -64,7 +64,7 @@ def bind(**fields: Any) -> None:
 
 
 @lru_cache(maxsize=512)
-def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+def task_signature(func: Callable[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(func)
     except (TypeError, ValueError):
@@ -75,7 +75,7 @@ def _context_arguments(task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
     """The task's own `wallet` / `operation_id` arguments, however they were passed."""
     found = {k: kwargs[k] for k in CONTEXT_KEYS if isinstance(kwargs, dict) and k in kwargs}
     if args and len(found) < len(CONTEXT_KEYS):
-        signature = _signature(getattr(task, "run", task))
+        signature = task_signature(getattr(task, "run", task))
         if signature is not None:
             try:
                 bound = signature.bind_partial(*args, **(kwargs or {}))

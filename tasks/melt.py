@@ -13,12 +13,17 @@ from typing import Any
 
 from sagas import melt as melt_saga
 from sagas.errors import OperationNotFoundError
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
 from tasks.steps import run_locked_step, run_new_locked_step, run_step
 
 
-def _operation_id(operation_id: str | None, mint_url: str | None, quote_id: str | None) -> str:
+def _operation_id(operation_id: object, mint_url: object, quote_id: object) -> str:
+    """The operation named by its id, or by (mint_url, quote_id), each argument checked."""
+    operation_id = valid.operation_id(operation_id, optional=True)
+    mint_url = valid.mint_url(mint_url, optional=True)
+    quote_id = valid.quote_id(quote_id, optional=True)
     if operation_id:
         return operation_id
     if mint_url and quote_id:
@@ -39,7 +44,13 @@ def prepare(
     max_fee: int | None = None,
 ) -> dict[str, Any]:
     return run_step(
-        melt_saga.prepare, wallet, mint_url, invoice, method, notify_task, max_fee=max_fee
+        melt_saga.prepare,
+        valid.wallet(wallet),
+        valid.mint_url(mint_url),
+        valid.invoice(invoice),
+        valid.method(method),
+        valid.notify_task(notify_task),
+        max_fee=valid.max_fee(max_fee),
     )
 
 
@@ -55,7 +66,14 @@ def pay(
     """prepare + execute in one step, under the lock of the operation it creates, for
     callers that need not see the fees first; max_fee bounds them."""
     return run_new_locked_step(
-        melt_saga.pay, uuid.uuid4(), wallet, mint_url, invoice, method, notify_task, max_fee
+        melt_saga.pay,
+        uuid.uuid4(),
+        valid.wallet(wallet),
+        valid.mint_url(mint_url),
+        valid.invoice(invoice),
+        valid.method(method),
+        valid.notify_task(notify_task),
+        valid.max_fee(max_fee),
     )
 
 
@@ -77,14 +95,16 @@ def refresh(
 
 @app.task(name="cashu.melt.cancel")
 def cancel(operation_id: str) -> dict[str, Any]:
-    return run_locked_step(melt_saga.cancel, operation_id)
+    return run_locked_step(melt_saga.cancel, valid.operation_id(operation_id))
 
 
 @app.task(name="cashu.melt.reclaim")
 def reclaim(operation_id: str) -> dict[str, Any]:
-    return run_locked_step(melt_saga.reclaim, operation_id)
+    return run_locked_step(melt_saga.reclaim, valid.operation_id(operation_id))
 
 
 @app.task(name="cashu.melt.get_by_quote")
 def get_by_quote(mint_url: str, quote_id: str) -> dict[str, Any] | None:
-    return melt_saga.get_by_quote(saga_context(), mint_url, quote_id)
+    return melt_saga.get_by_quote(
+        saga_context(), valid.mint_url(mint_url), valid.quote_id(quote_id)
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sagas import mint as mint_saga
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.steps import run_locked_step, run_step
 
@@ -24,7 +25,13 @@ def prepare(
     notify_task: str | None = None,
 ) -> dict[str, Any]:
     return run_step(
-        mint_saga.prepare, wallet, mint_url, amount, unit, method, notify_task=notify_task
+        mint_saga.prepare,
+        valid.wallet(wallet),
+        valid.mint_url(mint_url),
+        valid.amount(amount),
+        valid.unit(unit),
+        valid.method(method),
+        notify_task=valid.notify_task(notify_task),
     )
 
 
@@ -32,14 +39,20 @@ def prepare(
 def import_quote(
     wallet: str, mint_url: str, quote_id: str, notify_task: str | None = None
 ) -> dict[str, Any]:
-    return run_step(mint_saga.import_quote, wallet, mint_url, quote_id, notify_task=notify_task)
+    return run_step(
+        mint_saga.import_quote,
+        valid.wallet(wallet),
+        valid.mint_url(mint_url),
+        valid.quote_id(quote_id),
+        notify_task=valid.notify_task(notify_task),
+    )
 
 
 @app.task(name="cashu.mint.execute")
 def execute(operation_id: str) -> dict[str, Any]:
-    return run_locked_step(mint_saga.execute, operation_id)
+    return run_locked_step(mint_saga.execute, valid.operation_id(operation_id))
 
 
 @app.task(name="cashu.mint.refresh")
 def refresh(operation_id: str) -> dict[str, Any]:
-    return run_locked_step(mint_saga.refresh, operation_id)
+    return run_locked_step(mint_saga.refresh, valid.operation_id(operation_id))

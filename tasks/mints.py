@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sagas import mints
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
 
 
 @app.task(name="cashu.mints.add")
 def add(url: str, trusted: bool = True) -> dict[str, Any]:
+    url, trusted = valid.mint_url(url, "url"), valid.flag(trusted, "trusted")
     ctx = saga_context()
     with ctx.uow() as session:
         return mints.add_mint(session, ctx.mint_client(url), url, trusted)
@@ -18,6 +20,7 @@ def add(url: str, trusted: bool = True) -> dict[str, Any]:
 
 @app.task(name="cashu.mints.set_trusted")
 def set_trusted(url: str, trusted: bool) -> dict[str, Any]:
+    url, trusted = valid.mint_url(url, "url"), valid.flag(trusted, "trusted")
     with saga_context().uow() as session:
         return mints.set_trusted(session, url, trusted)
 

@@ -7,18 +7,21 @@ from typing import Any
 
 from models import Operation
 from sagas.engine import list_operations, operation_view
+from sagas.errors import OperationNotFoundError
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
 
 
 @app.task(name="cashu.ops.get")
 def get(operation_id: str) -> dict[str, Any] | None:
+    """The Operation JSON, or None: no such operation (an id that is no UUID is none)."""
     try:
-        op_uuid = uuid.UUID(str(operation_id))
-    except ValueError:
+        op_id = valid.operation_id(operation_id)
+    except OperationNotFoundError:
         return None
     with saga_context().uow() as session:
-        op = session.get(Operation, op_uuid)
+        op = session.get(Operation, uuid.UUID(op_id))
         return operation_view(op) if op is not None else None
 
 
@@ -30,8 +33,8 @@ def list_ops(
     limit: int = 50,
     offset: int = 0,
 ) -> dict[str, Any]:
-    if isinstance(states, str):
-        states = [states]
+    wallet, kind, states = valid.wallet(wallet), valid.kind(kind), valid.states(states)
+    limit, offset = valid.count(limit, "limit"), valid.count(offset, "offset")
     with saga_context().uow() as session:
         ops = list_operations(session, wallet, kind=kind, states=states, limit=limit, offset=offset)
         return {"operations": [operation_view(op) for op in ops]}

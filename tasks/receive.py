@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from sagas import receive as receive_saga
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.steps import run_locked_step, run_new_locked_step, run_step
 
@@ -20,13 +21,19 @@ def prepare(
     wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
 ) -> dict[str, Any]:
     """Check the token offline: amount, fee, mint_url. Nothing moves yet."""
-    return run_step(receive_saga.prepare, wallet, token, trust_mint, notify_task=notify_task)
+    return run_step(
+        receive_saga.prepare,
+        valid.wallet(wallet),
+        valid.token(token),
+        valid.flag(trust_mint, "trust_mint"),
+        notify_task=valid.notify_task(notify_task),
+    )
 
 
 @app.task(name="cashu.receive.execute")
 def execute(operation_id: str) -> dict[str, Any]:
     """Swap the token into the wallet's own proofs; TokenAlreadySpentError if claimed."""
-    return run_locked_step(receive_saga.execute, operation_id)
+    return run_locked_step(receive_saga.execute, valid.operation_id(operation_id))
 
 
 @app.task(name="cashu.receive.redeem")
@@ -35,7 +42,14 @@ def redeem(
 ) -> dict[str, Any]:
     """prepare + execute in one step, under the lock of the operation it creates."""
     new_id = uuid.uuid4()
-    op = run_new_locked_step(receive_saga.redeem, new_id, wallet, token, trust_mint, notify_task)
+    op = run_new_locked_step(
+        receive_saga.redeem,
+        new_id,
+        valid.wallet(wallet),
+        valid.token(token),
+        valid.flag(trust_mint, "trust_mint"),
+        valid.notify_task(notify_task),
+    )
     if op["id"] != str(new_id):  # the token's operation existed: finish it under its lock
         return execute.run(op["id"])
     return op

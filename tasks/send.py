@@ -13,13 +13,11 @@ import uuid
 from typing import Any
 
 from sagas import send as send_saga
-from sagas.errors import InvalidRequestError
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
 from tasks.events import request_relay
 from tasks.steps import run_locked_step, run_new_locked_step, run_step
-
-TOKEN_VERSIONS = (3, 4)
 
 
 @app.task(name="cashu.send.prepare")
@@ -35,21 +33,24 @@ def prepare(
 ) -> dict[str, Any]:
     return run_step(
         send_saga.prepare,
-        wallet,
-        mint_url,
-        amount,
-        unit,
-        memo=memo,
-        p2pk_pubkey=p2pk_pubkey,
-        include_receiver_fee=include_receiver_fee,
-        notify_task=notify_task,
+        valid.wallet(wallet),
+        valid.mint_url(mint_url),
+        valid.amount(amount),
+        valid.unit(unit),
+        memo=valid.memo(memo),
+        p2pk_pubkey=valid.p2pk_pubkey(p2pk_pubkey),
+        include_receiver_fee=valid.flag(include_receiver_fee, "include_receiver_fee"),
+        notify_task=valid.notify_task(notify_task),
     )
 
 
 @app.task(name="cashu.send.execute")
 def execute(operation_id: str, token_version: int = 4) -> dict[str, Any]:
     """Make the token: V4 (cashuB) by default, V3 (cashuA) on request."""
-    _check_token_version(token_version)
+    operation_id, token_version = (
+        valid.operation_id(operation_id),
+        valid.token_version(token_version),
+    )
     return run_locked_step(send_saga.execute, operation_id, token_version)
 
 
@@ -67,37 +68,31 @@ def token(
 ) -> dict[str, Any]:
     """prepare + execute in one step, under the lock of the operation it creates, for
     callers that need not see the fee first: the Operation with its token."""
-    _check_token_version(token_version)  # before anything is reserved
     return run_new_locked_step(
         send_saga.token,
         uuid.uuid4(),
-        wallet,
-        mint_url,
-        amount,
-        unit,
-        memo,
-        p2pk_pubkey,
-        include_receiver_fee,
-        notify_task,
-        token_version,
+        valid.wallet(wallet),
+        valid.mint_url(mint_url),
+        valid.amount(amount),
+        valid.unit(unit),
+        valid.memo(memo),
+        valid.p2pk_pubkey(p2pk_pubkey),
+        valid.flag(include_receiver_fee, "include_receiver_fee"),
+        valid.notify_task(notify_task),
+        valid.token_version(token_version),
     )
-
-
-def _check_token_version(token_version: object) -> None:
-    if isinstance(token_version, bool) or token_version not in TOKEN_VERSIONS:
-        raise InvalidRequestError(f"token_version must be 3 or 4, got {token_version!r}")
 
 
 @app.task(name="cashu.send.refresh")
 def refresh(operation_id: str) -> dict[str, Any]:
     """Finalized once the mint reports the token's proofs spent."""
-    return run_locked_step(send_saga.refresh, operation_id)
+    return run_locked_step(send_saga.refresh, valid.operation_id(operation_id))
 
 
 @app.task(name="cashu.send.rollback")
 def rollback(operation_id: str) -> dict[str, Any]:
     """Cancel a prepared send, or reclaim a pending one (minus the swap fee)."""
-    return run_locked_step(send_saga.rollback, operation_id)
+    return run_locked_step(send_saga.rollback, valid.operation_id(operation_id))
 
 
 # --- beat ------------------------------------------------------------------------------------

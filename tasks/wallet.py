@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from nuts.client import normalize_mint_url
 from nuts.secrets import wallet_p2pk_key
 from sagas import proofs
 from sagas import restore as restore_saga
-from sagas.errors import InvalidRequestError
+from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context, wallet_seed
 
 
 @app.task(name="cashu.wallet.balance")
 def balance(wallet: str, mint_url: str | None = None, unit: str = "sat") -> dict[str, Any]:
-    url = normalize_mint_url(mint_url) if mint_url else None
+    wallet, url, unit = (
+        valid.wallet(wallet),
+        valid.mint_url(mint_url, optional=True),
+        valid.unit(unit),
+    )
     with saga_context().uow() as session:
         return proofs.balance(session, wallet, mint_url=url, unit=unit)
 
@@ -24,19 +27,19 @@ def balance(wallet: str, mint_url: str | None = None, unit: str = "sat") -> dict
 def info(wallet: str) -> dict[str, Any]:
     """{"wallet", "pubkey"}: the wallet's P2PK public key (compressed, hex), for senders to
     lock tokens to. Derived from the wallet's seed, so it never changes."""
-    if not isinstance(wallet, str) or not wallet:
-        raise InvalidRequestError("wallet must be a non-empty string")
-    key = wallet_p2pk_key(wallet_seed(wallet))
+    key = wallet_p2pk_key(wallet_seed(valid.wallet(wallet)))
     return {"wallet": wallet, "pubkey": key.public_key.format().hex()}
 
 
 @app.task(name="cashu.wallet.restore")
 def restore(mint_url: str, wallet: str = "default") -> dict[str, Any]:
     """NUT-09/13: every proof of the wallet at the mint, from its seed alone."""
+    mint_url, wallet = valid.mint_url(mint_url), valid.wallet(wallet)
     return restore_saga.restore_wallet(saga_context(), wallet, mint_url)
 
 
 @app.task(name="cashu.wallet.check_proofs")
 def check_proofs(wallet: str, mint_url: str) -> dict[str, Any]:
     """NUT-07: our stored proof states against the mint's, discrepancies classified."""
+    wallet, mint_url = valid.wallet(wallet), valid.mint_url(mint_url)
     return restore_saga.check_proofs(saga_context(), wallet, mint_url)

@@ -64,7 +64,7 @@ with CashuClient(redis_url, timeout=60) as client:
         capture("untrusted", lambda: client.mint_prepare(wallet, mint["url"], 10))
     finally:
         client.mints_set_trusted(mint["url"], True)
-    capture("not_ours", lambda: client.call("cashu.mints.list", bogus=1))
+    capture("unknown_argument", lambda: client.call("cashu.mints.list", bogus=1))
     try:
         client.mint_prepare(wallet, mint["url"], -1)
     except InvalidAmountError as exc:  # caught by its own class

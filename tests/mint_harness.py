@@ -281,14 +281,16 @@ def _stop_all() -> None:
 _INVOICE_KEY = hashlib.sha256(b"cashu-worker test invoice key").hexdigest()
 
 
-def _invoice(amount_msat: int | None, expiry: int, payment_hash: str | None) -> str:
+def _invoice(
+    amount_msat: int | None, expiry: int, payment_hash: str | None, network: str = "bc"
+) -> str:
     tags = bolt11.Tags()
     tags.add(bolt11.TagChar.payment_hash, payment_hash or os.urandom(32).hex())
     tags.add(bolt11.TagChar.payment_secret, os.urandom(32).hex())
     tags.add(bolt11.TagChar.description, "cashu-worker test invoice")
     tags.add(bolt11.TagChar.expire_time, expiry)
     invoice = bolt11.Bolt11(
-        currency="bc",
+        currency=network,
         amount_msat=bolt11.MilliSatoshi(amount_msat) if amount_msat is not None else None,
         date=int(time.time()),
         tags=tags,
@@ -296,9 +298,16 @@ def _invoice(amount_msat: int | None, expiry: int, payment_hash: str | None) -> 
     return bolt11.encode(invoice, _INVOICE_KEY)
 
 
-def make_invoice(amount_sat: int, *, expiry: int = 3600, payment_hash: str | None = None) -> str:
-    """A signed mainnet bolt11 invoice for `amount_sat` (random payment hash)."""
-    return _invoice(amount_sat * 1000, expiry, payment_hash)
+def make_invoice(
+    amount_sat: int,
+    *,
+    expiry: int = 3600,
+    payment_hash: str | None = None,
+    network: str = "bc",
+) -> str:
+    """A signed bolt11 invoice for `amount_sat` (random payment hash), mainnet unless
+    `network` names another ("tb" testnet, "tbs" signet, "bcrt" regtest)."""
+    return _invoice(amount_sat * 1000, expiry, payment_hash, network)
 
 
 def make_invoice_without_amount(*, expiry: int = 3600) -> str:

@@ -135,6 +135,14 @@ def test_every_worker_error_has_its_class_and_code() -> None:
     assert issubclass(TaskTimeoutError, TimeoutError) and TaskTimeoutError.code == "TASK_TIMEOUT"
 
 
+def test_an_error_the_client_does_not_know_arrives_as_unknown_with_its_remote_type() -> None:
+    err = client_errors.from_task_failure(TypeError("f() got an unexpected keyword 'bogus'"))
+
+    assert type(err) is CashuWorkerError
+    assert (err.code, err.remote_type) == ("UNKNOWN", "TypeError")
+    assert "bogus" in str(err)
+
+
 def test_the_client_package_imports_nothing_of_the_worker(tmp_path: Path) -> None:
     shutil.copytree(REPO / "cashu_client", tmp_path / "cashu_client")
     script = (
@@ -250,10 +258,9 @@ def test_client_in_a_process_with_only_celery(
         f"mint {mint_url} is not trusted; it will not be contacted"
     )
     assert errors["untrusted"]["cause"] == f"{rebuilt}.UntrustedMintError"
-    assert errors["not_ours"]["class"] == "CashuWorkerError"  # a TypeError in the worker
-    assert errors["not_ours"]["code"] == "UNKNOWN"
-    assert errors["not_ours"]["remote_type"] == "TypeError"
-    assert "bogus" in errors["not_ours"]["message"]
+    assert errors["unknown_argument"]["class"] == "InvalidRequestError"  # never a raw TypeError
+    assert errors["unknown_argument"]["code"] == "INVALID_REQUEST"
+    assert "bogus" in errors["unknown_argument"]["message"]
     assert errors["timeout"]["class"] == "TaskTimeoutError"
     assert errors["timeout"]["code"] == "TASK_TIMEOUT" and errors["timeout"]["is_timeout"]
     assert out["caught_by_class"] == "INVALID_AMOUNT"

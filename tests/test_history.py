@@ -136,10 +136,10 @@ def test_history_tells_each_operation_newest_first_and_adds_up_to_the_balance(
     assert [(e["operation_id"], e["kind"], e["direction"]) for e in bob_items] == [
         (received["id"], "receive", "in")
     ]
-    assert bob_items[0]["amount"] == 100 - received["fee"]
+    assert bob_items[0]["amount"] == 100  # what the token was worth; its fee apart
     assert bob_items[0]["fee"] == received["fee"] == 1
     assert bob_items[0]["state"] == "finalized" and bob_items[0]["error"] is None
-    assert total(ctx, bob) == 99
+    assert bob_items[0]["amount"] - bob_items[0]["fee"] == total(ctx, bob) == 99
 
 
 def test_history_pages_and_keeps_wallets_apart(
@@ -179,6 +179,20 @@ def test_a_failed_receive_shows_its_error_and_costs_nothing(
     assert total(ctx, bob) == 0
     assert send_saga.refresh(ctx, sent["id"])["state"] == "finalized"
     assert total(ctx, wallet_id) == 64 - 30 - sent["fee"]
+
+
+def test_an_open_receive_reports_no_fee_it_has_not_paid(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    ctx, bob = saga_context, f"{wallet_id}-bob"
+    fund(ctx, wallet_id, mint_url, 64)
+    token = send_saga.token(ctx, wallet_id, mint_url, 30)["token"]
+
+    prepared = receive_saga.prepare(ctx, bob, token)
+
+    [entry] = entries(ctx, bob)
+    assert (entry["state"], entry["amount"], entry["fee"]) == ("prepared", 30, 0)
+    assert prepared["fee"] == 1  # what receiving it will cost, reported by prepare
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,8 @@ def test_an_amountless_invoice_agrees_with_the_bolt11_package() -> None:
 def test_anything_else_is_an_invoice_error(text: object) -> None:
     with pytest.raises(InvoiceError):
         read_invoice(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("network", ["bc", "tb", "tbs", "bcrt"])
+def test_reads_the_network_an_invoice_is_for(network: str) -> None:
+    assert read_invoice(make_invoice(21, network=network)).network == network

@@ -37,6 +37,7 @@ from sagas import melt as melt_saga
 from sagas import mints as registry
 from sagas.engine import SagaContext
 from sagas.errors import (
+    DuplicatePaymentError,
     InsufficientBalanceError,
     InvalidInvoiceError,
     InvalidStateError,
@@ -286,24 +287,41 @@ def test_a_process_killed_after_the_melt_request_left_loses_no_change(
     assert mint_says_unspent(saga_context, wallet_id, mint_url)
 
 
-def test_two_melts_of_one_invoice_pay_once(
-    saga_context: SagaContext, mint_url: str, wallet_id: str
+def test_two_melts_of_one_invoice_pay_once_and_the_second_costs_nothing(
+    saga_context: SagaContext, mint_url: str, wallet_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fund(saga_context, wallet_id, mint_url, 1000)
-    invoice = make_invoice(100)
+    monkeypatch.setattr("sagas.proofs.KEEP_TARGET", 0)  # two 1024 proofs: each melt must swap
+    fund(saga_context, wallet_id, mint_url, 1024)
+    fund(saga_context, wallet_id, mint_url, 1024)
+    invoice = make_invoice(20)
     first = melt_saga.prepare(saga_context, wallet_id, mint_url, invoice)
-    second = melt_saga.prepare(saga_context, wallet_id, mint_url, invoice)
+    second = melt_saga.prepare(saga_context, wallet_id, f"{mint_url}/", invoice)
 
-    results = [melt_saga.execute(saga_context, op["id"]) for op in (first, second)]
+    paid = melt_saga.execute(saga_context, first["id"])
+    with pytest.raises(DuplicatePaymentError):
+        melt_saga.execute(saga_context, second["id"])
 
-    assert sorted(r["state"] for r in results) == ["finalized", "rolled_back"]
-    paid = next(r for r in results if r["state"] == "finalized")
-    refused = next(r for r in results if r["state"] == "rolled_back")
-    assert bal(saga_context, wallet_id)["total"] == (
-        1000 - 100 - paid["effective_fee"] - refused["swap_fee"]
-    )
+    assert paid["state"] == "finalized"
+    assert state_and_error(saga_context, second["id"]) == ("rolled_back", "DUPLICATE_PAYMENT")
+    assert bal(saga_context, wallet_id)["total"] == 2048 - 20 - paid["effective_fee"]
     assert bal(saga_context, wallet_id)["reserved"] == 0
     assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_a_paid_invoice_is_refused_before_any_quote_or_reservation(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    invoice = make_invoice(100)
+    paid = melt_saga.pay(saga_context, wallet_id, mint_url, invoice)
+    watch = CutOnce("/nowhere", "lost")
+
+    with pytest.raises(DuplicatePaymentError):
+        melt_saga.prepare(with_transport(saga_context, watch), wallet_id, mint_url, invoice)
+
+    assert watch.seen == []
+    assert bal(saga_context, wallet_id)["total"] == 300 - 100 - paid["effective_fee"]
+    assert bal(saga_context, wallet_id)["reserved"] == 0
 
 
 def test_insufficient_balance_is_refused_and_reserves_nothing(
@@ -348,8 +366,15 @@ def _expired_invoice() -> str:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: "lnbc1garbage", make_invoice_without_amount, _expired_invoice, lambda: ""],
-    ids=["garbage", "no-amount", "expired", "empty"],
+    [
+        lambda: "lnbc1garbage",
+        make_invoice_without_amount,
+        _expired_invoice,
+        lambda: "",
+        lambda: make_invoice(10, network="tb"),
+        lambda: make_invoice(10, network="bcrt"),
+    ],
+    ids=["garbage", "no-amount", "expired", "empty", "testnet", "regtest"],
 )
 def test_an_unpayable_invoice_is_refused_and_changes_nothing(
     saga_context: SagaContext, mint_url: str, wallet_id: str, make: Callable[[], str]

@@ -172,6 +172,33 @@ def test_twenty_concurrent_imports_of_one_quote_make_one_operation(
         assert session.scalar(select(func.count()).where(Operation.quote_id == quote.quote)) == 1
 
 
+def test_concurrent_imports_of_one_quote_by_many_wallets_never_hand_one_another_s_operation(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    quote = saga_context.mint_client(mint_url).create_mint_quote(21, "sat")
+    wallets = [f"{wallet_id}-{n}" for n in range(10)]
+    barrier = threading.Barrier(len(wallets))
+    outcomes: dict[str, object] = {}
+
+    def imp(wallet: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[wallet] = mint_saga.import_quote(saga_context, wallet, mint_url, quote.quote)
+        except InvalidStateError as exc:
+            outcomes[wallet] = exc
+
+    threads = [threading.Thread(target=imp, args=(w,)) for w in wallets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    views = {w: o for w, o in outcomes.items() if isinstance(o, dict)}
+    assert len(outcomes) == len(wallets) and len(views) == 1
+    [(owner, view)] = views.items()
+    assert view["wallet"] == owner
+
+
 def test_two_concurrent_executes_mint_once(
     saga_context: SagaContext, mint_url: str, wallet_id: str
 ) -> None:

@@ -37,6 +37,7 @@ from sagas.engine import SagaContext
 from sagas.errors import (
     InsufficientBalanceError,
     InvalidAmountError,
+    InvalidStateError,
     TokenAlreadySpentError,
     TokenLockedError,
     UnknownMintError,
@@ -180,7 +181,26 @@ def test_reclaiming_a_claimed_token_finalizes_the_send(
     result = send_saga.rollback(saga_context, op["id"])
 
     assert result["state"] == "finalized"
+    assert (result["reclaim_fee"], result["reclaimed_amount"]) == (0, 0)  # nothing reclaimed
     assert bal(saga_context, wallet_id)["total"] == 100 - 21 - op["fee"]
+
+
+def test_rolling_back_a_finalized_send_is_refused_and_a_rolled_back_one_is_returned(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 100)
+    claimed = send_saga.token(saga_context, wallet_id, mint_url, 21)
+    receive_saga.redeem(saga_context, f"{wallet_id}-bob", claimed["token"])
+    assert send_saga.refresh(saga_context, claimed["id"])["state"] == "finalized"
+    cancelled = send_saga.prepare(saga_context, wallet_id, mint_url, 5)
+    send_saga.rollback(saga_context, cancelled["id"])
+
+    with pytest.raises(InvalidStateError):
+        send_saga.rollback(saga_context, claimed["id"])
+    again = send_saga.rollback(saga_context, cancelled["id"])
+
+    assert again["state"] == "rolled_back"
+    assert bal(saga_context, wallet_id)["total"] == 100 - 21 - claimed["fee"]
 
 
 def test_a_second_receive_of_one_token_fails_clearly(
