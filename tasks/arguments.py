@@ -28,7 +28,8 @@ refuses unknown, missing, surplus and doubled arguments, by name.
 | invoice              | a non-empty str (the bolt11 reader checks the rest); | INVOICE_MAX 7089  |
 |                      | refused as InvalidInvoiceError                       |                   |
 | quote_id             | a non-empty str, no control characters               | QUOTE_ID_MAX 256  |
-| operation_id         | a str; one that is no UUID is no operation           | a UUID            |
+| operation_id         | a str; one that is no UUID is no operation; or the   | a UUID            |
+|                      | Operation a chain's previous step returned           |                   |
 |                      | (OperationNotFoundError; cashu.ops.get: None)        |                   |
 | p2pk_pubkey          | None, or 02/03 and 64 hex digits (the send saga      | 66 characters     |
 |                      | checks that it is a point of the curve)              |                   |
@@ -231,9 +232,12 @@ def operation_id(
     value: object, name: str = "operation_id", *, optional: bool = False
 ) -> str | None:
     """The id in its canonical form (the lock's key), or None when optional and not given.
-    A string that is no UUID is no operation: OperationNotFoundError, as for an unknown id."""
+    A string that is no UUID is no operation: OperationNotFoundError, as for an unknown id.
+    An Operation, as the step before it in a Celery chain returns it, stands for its id."""
     if optional and value is None:
         return None
+    if isinstance(value, dict) and isinstance(value.get("id"), str) and "kind" in value:
+        value = value["id"]
     if not isinstance(value, str):
         raise InvalidRequestError(f"{name} must be a string (a UUID), got {_type(value)}")
     try:
