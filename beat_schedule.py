@@ -1,4 +1,4 @@
-"""The beat schedule: every periodic task and its interval (DESIGN.md section 7).
+"""The beat schedule: every periodic task and its interval (docs/design.md section 7).
 
 Run exactly one beat: `celery -A tasks beat`. Intervals come from the environment
 (tasks/config.py). Every entry runs on the "cashu.beat" queue and expires after one

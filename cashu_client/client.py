@@ -1,4 +1,4 @@
-"""CashuClient: the public tasks of cashu-worker (DESIGN.md section 2) as methods.
+"""CashuClient: the public tasks of cashu-worker (docs/design.md section 2) as methods.
 
 Needs only Celery and the broker's URL; not the worker's code or dependencies:
 

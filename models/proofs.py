@@ -1,4 +1,4 @@
-"""Proofs: our ecash, one row per proof, never deleted (DESIGN.md rule 6)."""
+"""Proofs: our ecash, one row per proof, never deleted (docs/design.md rule 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deterministic secrets (NUT-13) and the per-wallet seed of DESIGN.md section 10.
+"""Deterministic secrets (NUT-13) and the per-wallet seed of docs/design.md section 10.
 
 Every output we ever create is derived from (seed, keyset id, counter), so a
 wallet can be restored from its mnemonic and the mint alone (NUT-09).

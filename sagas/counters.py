@@ -1,4 +1,4 @@
-"""NUT-13 counters: allocated atomically in Postgres, only ever growing (DESIGN.md rule 2)."""
+"""NUT-13 counters: allocated atomically in Postgres, only ever growing (docs/design.md rule 2)."""
 
 from __future__ import annotations
 

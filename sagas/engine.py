@@ -245,7 +245,7 @@ def _severity_of(error: CashuError) -> Severity:
 
 
 def operation_view(op: Operation) -> dict[str, Any]:
-    """The Operation JSON of the public contract (DESIGN.md section 2)."""
+    """The Operation JSON of the public contract (docs/design.md section 2)."""
     spec = SPECS.get(op.kind)
     view: dict[str, Any] = {
         "id": str(op.id),

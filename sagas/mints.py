@@ -1,6 +1,6 @@
 """The mint registry: which mints we know, which we trust, and their verified keysets.
 
-A mint that is not trusted is never contacted (DESIGN.md rule 8): every step
+A mint that is not trusted is never contacted (docs/design.md rule 8): every step
 that talks to a mint first calls `require_trusted_mint`. Keyset sync stores
 keysets only after their ids were verified against their keys, and never
 touches a counter.

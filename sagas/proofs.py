@@ -1,6 +1,6 @@
 """Our proofs in the database: storing, reserving all-or-nothing, releasing, balances.
 
-Reservation (DESIGN.md rule 3): candidates are read without locks, a selection
+Reservation (docs/design.md rule 3): candidates are read without locks, a selection
 is made, then exactly those rows are locked with FOR UPDATE SKIP LOCKED and
 moved unspent -> reserved in one UPDATE whose row count must match. A row taken
 by someone else in between makes the attempt start over; two operations can
@@ -307,7 +307,7 @@ def select_and_reserve(
 def release_proofs(session: Session, operation_id: uuid.UUID) -> int:
     """Reserved (or pending) inputs of an operation go back to spendable.
 
-    Only after a definitive answer from the mint (DESIGN.md rule 4).
+    Only after a definitive answer from the mint (docs/design.md rule 4).
     """
     return session.execute(
         update(Proof)

@@ -43,7 +43,7 @@ ensure_project_venv() {  # .venv with the project and its test dependencies
 }
 
 # ---------------------------------------------------------------- mint venv
-ensure_mint_venv() {  # .venv-mint with the Nutshell test mint (/work/shared/TEST-MINT.md)
+ensure_mint_venv() {  # .venv-mint with the Nutshell test mint (docs/test-mint.md)
     local want stamp
     want="$(printf '%s\n' "${MINT_PINS[@]}" | hash_of)"
     stamp=.venv-mint/.cashu-worker-install.sha256

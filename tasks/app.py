@@ -60,7 +60,7 @@ class TooManyDeliveriesError(SagaError):
     severity = Severity.CRITICAL  # the step keeps killing workers: a person must look
 
 
-# --- secrets stay out of logs, events and inspect replies (DESIGN.md rule 9) ----------------
+# --- secrets stay out of logs, events and inspect replies (docs/design.md rule 9) ----------------
 #
 # A Cashu token is bearer money. Celery shows a task's arguments and result in several
 # places: the worker log ("Task ... succeeded in 0.1s: <result repr>"), the task events

@@ -1,4 +1,4 @@
-"""The event relay: publish committed outbox rows to Redis (DESIGN.md section 6).
+"""The event relay: publish committed outbox rows to Redis (docs/design.md section 6).
 
 An event row is written in the same transaction as the transition it announces,
 so reading it from the database means its state is committed. The relay sends

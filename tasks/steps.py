@@ -4,7 +4,7 @@
 existing one, under its lock; `run_new_locked_step` for a one-call step that creates an
 operation and carries on with it (the task picks the id, and the lock is held before
 the operation exists). Either way its events are relayed afterwards, when everything the
-step wrote is committed (DESIGN.md section 6), and after the task's result went out
+step wrote is committed (docs/design.md section 6), and after the task's result went out
 (tasks/events.py: request_relay). The task's log context (tasks/log_format.py) learns
 the operation's id, and its wallet once the step returns it, for the task's remaining
 log lines.

@@ -1,6 +1,6 @@
 """Start and stop a real Nutshell mint (FakeWallet backend) for tests and benchmarks.
 
-The mint runs from the separate `.venv-mint` (see /work/shared/TEST-MINT.md) as a
+The mint runs from the separate `.venv-mint` (docs/test-mint.md) as a
 subprocess in its own process group, with a clean environment, a temporary working
 directory and HOME (so no stray `.env` or `~/.cashu/.env` is read), a free port on
 127.0.0.1 and its own SQLite directory.

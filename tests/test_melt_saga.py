@@ -1,6 +1,6 @@
 """The melt saga against a real Nutshell mint (FakeWallet, input fee 100 ppk).
 
-TEST-MINT.md: FAKEWALLET_PAY_INVOICE_STATE makes melts PENDING or FAILED;
+docs/test-mint.md: FAKEWALLET_PAY_INVOICE_STATE makes melts PENDING or FAILED;
 restarting the mint with FAKEWALLET_PAYMENT_STATE moves a pending one on.
 Every test ends on balances, ours and where it matters the mint's.
 """

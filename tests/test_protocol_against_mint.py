@@ -96,7 +96,7 @@ def test_melt_100_sat_sends_change_blanks_and_unblinds_the_change(wallet: Protoc
     assert result.payment_preimage
     lightning_fee = 128 - fee - quote.amount - sum(p.amount for p in change)
     assert 0 <= lightning_fee <= quote.fee_reserve
-    assert lightning_fee == 1  # FakeWallet's routing fee (TEST-MINT.md)
+    assert lightning_fee == 1  # FakeWallet's routing fee (docs/test-mint.md)
     assert wallet.states(inputs) == {ProofSpentState.SPENT}
     assert wallet.states(change) == {ProofSpentState.UNSPENT}
 

@@ -3,7 +3,7 @@ input fee 100 ppk), Postgres and Redis.
 
 The shared test mint for melts paid at once; a test's own mint (registered through
 cashu.mints.add) for PENDING / FAILED payments: FAKEWALLET_PAY_INVOICE_STATE shapes the
-melt's answer, a restart with FAKEWALLET_PAYMENT_STATE moves a pending one on (TEST-MINT.md).
+melt's answer, a restart with FAKEWALLET_PAYMENT_STATE moves a pending one on (docs/test-mint.md).
 A slow proxy in front of the mint makes a melt last (concurrent executes) or holds its PAID
 answer back while the worker is SIGKILLed. Every test ends on exact balances
 (cashu.wallet.balance) and, where proofs moved, on the mint's checkstate of our proofs.
@@ -43,7 +43,7 @@ from nuts.models import MeltQuoteState, ProofSpentState
 from sagas.engine import SagaContext
 
 pytestmark = pytest.mark.mint
-ROUTING_FEE = 1  # the FakeWallet pays every invoice with a 1 sat routing fee (TEST-MINT.md)
+ROUTING_FEE = 1  # the FakeWallet pays every invoice with a 1 sat routing fee (docs/test-mint.md)
 # melts come back PENDING, and stay so when checked until a restart says otherwise
 PENDING = {"FAKEWALLET_PAY_INVOICE_STATE": "PENDING", "FAKEWALLET_PAYMENT_STATE": "PENDING"}
 FAILING = {"FAKEWALLET_PAY_INVOICE_STATE": "FAILED", "FAKEWALLET_PAYMENT_STATE": "FAILED"}

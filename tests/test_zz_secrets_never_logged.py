@@ -1,5 +1,5 @@
 """After everything else (pytest runs files in name order, hence the zz): the session's
-worker log, scanned for every secret the suite used. None may appear (DESIGN.md rule 9).
+worker log, scanned for every secret the suite used. None may appear (docs/design.md rule 9).
 
 The secrets come from the database the whole session wrote to: every proof's secret, every
 blinding factor and secret of the outputs written ahead, every token handed out, the master
