@@ -685,11 +685,9 @@ def _melt(
     try:
         blanks = [b.blinded_message for b in request.blanks]
         result = client.melt(quote_id, request.inputs, blanks, method)
-    except MintUnreachableError as exc:
-        if first_attempt:  # nothing was ever sent: the inputs are ours to release
-            _roll_back_and_raise(ctx, op_id, ("executing",), exc)
-        return record_error(ctx, KIND, op_id, exc)
     except MintAmbiguousError as exc:
+        if first_attempt and isinstance(exc, MintUnreachableError):
+            _roll_back_and_raise(ctx, op_id, ("executing",), exc)  # nothing was ever sent
         return record_error(ctx, KIND, op_id, exc)  # maybe paid: recovery asks the quote
     except MintRejectedError as exc:
         # Refused, but an earlier attempt of ours may have paid: the quote knows.
@@ -735,7 +733,12 @@ def _finalize(
         blanks = stored_outputs(op.data, "blanks")
         keysets = keysets or load_keysets(session, op.mint_url)
         if quote.change or not blanks:  # the change is in the answer (or none can come)
-            return _finalize_with_change(session, op, quote, blanks, keysets, quote.change)
+            try:
+                change = unblind_outputs(blanks, quote.change, keysets) if quote.change else []
+            except InvalidSignatureError as exc:
+                update_operation(session, op, error=exc)  # paid: stay open for the change
+                return operation_view(op)
+            return _finalize_or_hold(session, op, quote, change)
         mint_url = op.mint_url
     try:
         restored = restore_signed(ctx.mint_client(mint_url), blanks, keysets)
@@ -745,27 +748,17 @@ def _finalize(
         op = get_operation(session, op_id, KIND)
         if op.state not in ("executing", "pending"):
             return operation_view(op)
-        return _finalize_with_change(session, op, quote, blanks, keysets, restored=restored)
+        return _finalize_or_hold(session, op, quote, restored)
 
 
-def _finalize_with_change(
-    session: Session,
-    op: Operation,
-    quote: MeltQuote,
-    blanks: list[PreparedOutput],
-    keysets: dict[str, Keyset],
-    signatures: list | None = None,
-    *,
-    restored: list[WireProof] | None = None,
+def _finalize_or_hold(
+    session: Session, op: Operation, quote: MeltQuote, change: list[WireProof]
 ) -> dict[str, Any]:
-    """Finalize with the change (signed blanks, or restored proofs); an error keeps it open."""
+    """Finalize with the change; a cost the books cannot explain keeps it open instead."""
     try:
-        change = restored if restored is not None else []
-        if signatures:
-            change = unblind_outputs(blanks, signatures, keysets)
         return _store_change_and_finalize(session, op, quote, change)
-    except (InvalidSignatureError, MeltCostError) as exc:
-        update_operation(session, op, error=exc)  # paid: stay open for a person or the change
+    except MeltCostError as exc:
+        update_operation(session, op, error=exc)  # paid: stay open for a person to look at
         return operation_view(op)
 
 
@@ -839,8 +832,9 @@ def _resume_reclaim(
             to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
         ]
         reclaim_outputs = stored_outputs(op.data, "reclaim")
-    client = ctx.mint_client(mint_url)
-    outcome = settle_swap(client, inputs, reclaim_outputs, keysets, first_attempt)
+    outcome = settle_swap(
+        ctx.mint_client(mint_url), inputs, reclaim_outputs, keysets, first_attempt
+    )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "rolling_back":

@@ -33,8 +33,7 @@ def run() -> dict[str, int]:
 @app.task(name="cashu.beat.poll_melts")
 def poll_melts() -> dict[str, int]:
     """Pending (and stuck executing) melts: settle each from its quote's state."""
-    states = {"pending", "executing"}
-    return _sweep(kinds={"melt"}, states=states, min_ages=_settling_time({"melt"}, states))
+    return _poll({"melt"}, {"pending", "executing"})
 
 
 @app.task(name="cashu.beat.retry_in_flight")
@@ -42,15 +41,13 @@ def retry_in_flight() -> dict[str, int]:
     """Every saga's executing and rolling_back operations, a moment after they last moved:
     a request whose answer did not come is settled as soon as the mint answers again, and
     a dead worker's operation once its lock's lease has lapsed."""
-    states = {"executing", "rolling_back"}
-    return _sweep(states=states, min_ages=_settling_time({rule.kind for rule in RULES}, states))
+    return _poll({rule.kind for rule in RULES}, {"executing", "rolling_back"})
 
 
 @app.task(name="cashu.beat.poll_mint_quotes")
 def poll_mint_quotes() -> dict[str, int]:
     """Pending (and stuck executing) mint operations: issue once paid, fail once expired."""
-    states = {"pending", "executing"}
-    return _sweep(kinds={"mint"}, states=states, min_ages=_settling_time({"mint"}, states))
+    return _poll({"mint"}, {"pending", "executing"})
 
 
 def prepared_min_ages() -> dict[tuple[str, str], timedelta]:
@@ -65,8 +62,9 @@ def cancel_stale() -> dict[str, int]:
     return _sweep(states={"prepared"}, min_ages=prepared_min_ages())
 
 
-def _settling_time(kinds: set[str], states: set[str]) -> dict[tuple[str, str], timedelta]:
-    """Pollers leave an operation alone for a moment after it last moved: its caller is
-    usually about to take the next step, and would otherwise find the lock held."""
+def _poll(kinds: set[str], states: set[str]) -> dict[str, int]:
+    """A poller's sweep. It leaves an operation alone for a moment after it last moved: its
+    caller is usually about to take the next step, and would otherwise find the lock held."""
     age = timedelta(seconds=get_settings().poll_min_age_seconds)
-    return {(kind, state): age for kind in kinds for state in states}
+    min_ages = {(kind, state): age for kind in kinds for state in states}
+    return _sweep(kinds=kinds, states=states, min_ages=min_ages)
