@@ -7,12 +7,13 @@
     pg.stop()                        # a clean stop
     pg.cleanup()                     # stop, and remove the data directory
 
-The cluster lives in a fresh directory under the repository's git-ignored .test-mints/, on
-a free port of 127.0.0.1, with trust authentication for the `postgres` role and its unix
-socket in its own directory (never the shared server's). PostgreSQL refuses to run as
-root, so as root initdb and pg_ctl run as the `postgres` OS user (`runuser -u postgres`),
-which then owns the directory. The binaries are the newest /usr/lib/postgresql/*/bin
-(PG_BINDIR overrides). Its log is `log_path`; a cluster still running at exit is stopped.
+The cluster lives in a fresh directory under the system's temp dir (the postgres user
+must reach it), on a free port of 127.0.0.1, with trust authentication for the
+`postgres` role and its unix socket in its own directory (never the shared server's).
+PostgreSQL refuses to run as root, so as root initdb and pg_ctl run as the `postgres`
+OS user (`runuser -u postgres`), which then owns the directory. The binaries are the
+newest /usr/lib/postgresql/*/bin (PG_BINDIR overrides). Its log is `log_path`; a cluster
+still running at exit is stopped.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mint_harness import MINT_ROOT_DIR, free_port
+from mint_harness import free_port
 
 OS_USER = "postgres"
 START_TIMEOUT = 60
@@ -57,7 +58,10 @@ def available() -> bool:
 class PrivatePostgres:
     """A PostgreSQL cluster of the caller's own, that it may crash and start again."""
 
-    def __init__(self, root: Path = MINT_ROOT_DIR) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        # The system's temp dir, not the checkout: the postgres user must reach the data
+        # directory, and a checkout may sit under a directory only root can enter.
+        root = root or Path(tempfile.gettempdir())
         bindir = postgres_bindir()
         if bindir is None:
             raise RuntimeError("no PostgreSQL binaries (set PG_BINDIR)")
