@@ -10,6 +10,10 @@ PG_PORT=5432
 PG_USER=postgres
 REDIS_PORT=6379
 MINT_PINS=("cashu==0.20.2" "marshmallow<4" "limits<4")
+# the second test mint: its dependencies pinned in a file, then cashu itself with --no-deps
+# (its wheel pins breez-sdk-spark<0.18, which the registry no longer has)
+MINT21_REQUIREMENTS=scripts/mint21-requirements.txt
+MINT21_PIN="cashu==0.21.0"
 
 say() { echo "[$SCRIPT_TAG] $*" >&2; }
 die() { echo "[$SCRIPT_TAG] ERROR: $*" >&2; exit 1; }
@@ -54,6 +58,24 @@ ensure_mint_venv() {  # .venv-mint with the Nutshell test mint (docs/test-mint.m
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" || ! -x .venv-mint/bin/mint ]]; then
         say "installing ${MINT_PINS[*]} into .venv-mint"
         .venv-mint/bin/python -m pip install -qq "${MINT_PINS[@]}" || die "installing Nutshell failed"
+        echo "$want" >"$stamp"
+    fi
+}
+
+ensure_mint21_venv() {  # .venv-mint21 with the Nutshell 0.21.0 test mint (docs/test-mint.md)
+    local want stamp
+    want="$({ cat "$MINT21_REQUIREMENTS"; echo "$MINT21_PIN"; } | hash_of)"
+    stamp=.venv-mint21/.cashu-worker-install.sha256
+    if [[ ! -x .venv-mint21/bin/python ]]; then
+        say "creating .venv-mint21 (Nutshell 0.21.0 test mint)"
+        python3 -m venv .venv-mint21 || die "python3 -m venv .venv-mint21 failed"
+    fi
+    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" || ! -x .venv-mint21/bin/mint ]]; then
+        say "installing $MINT21_REQUIREMENTS, then $MINT21_PIN (--no-deps) into .venv-mint21"
+        .venv-mint21/bin/python -m pip install -qq -r "$MINT21_REQUIREMENTS" \
+            || die "installing the dependencies of Nutshell 0.21.0 failed"
+        .venv-mint21/bin/python -m pip install -qq --no-deps "$MINT21_PIN" \
+            || die "installing Nutshell 0.21.0 failed"
         echo "$want" >"$stamp"
     fi
 }

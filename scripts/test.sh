@@ -13,6 +13,7 @@ TEST_DB=cashu_worker_test
 
 ensure_project_venv
 ensure_mint_venv
+ensure_mint21_venv
 ensure_postgres
 ensure_redis
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from mint_harness import RunningMint, start_mint
+from mint_harness import MINT_VERSIONS, RunningMint, start_mint
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,24 @@ def test_mint() -> Iterator[RunningMint]:
         yield mint
     finally:
         mint.stop()
+
+
+@pytest.fixture(scope="session")
+def test_mint21() -> Iterator[RunningMint]:
+    """One Nutshell 0.21.0 FakeWallet mint (input_fee_ppk=100) for the whole session: the
+    settings of test_mint, asynchronous melts (`prefer_async`) on top."""
+    mint = start_mint(input_fee_ppk=100, version="0.21.0")
+    try:
+        yield mint
+    finally:
+        mint.stop()
+
+
+@pytest.fixture(params=MINT_VERSIONS)
+def any_mint(request: pytest.FixtureRequest) -> RunningMint:
+    """The session's mint of each supported Nutshell version in turn (test ids [0.20.2] and
+    [0.21.0]): test_mint or test_mint21, each started on first use."""
+    return request.getfixturevalue("test_mint" if request.param == "0.20.2" else "test_mint21")
 
 
 @pytest.fixture
@@ -104,7 +122,8 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def celery_worker(database_url: str, redis_url: str):
-    """A real `celery -A tasks worker -Q cashu,cashu.beat -c 4` on the test database and Redis.
+    """A real `celery -A tasks worker -Q cashu,cashu.beat,cashu.lightning -c 4` on the test
+    database and Redis.
 
     worker.kill_hard() / worker.restart() for crash tests; worker.client sends tasks.
     """

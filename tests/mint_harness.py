@@ -1,6 +1,7 @@
 """Start and stop a real Nutshell mint (FakeWallet backend) for tests and benchmarks.
 
-The mint runs from the separate `.venv-mint` (docs/test-mint.md) as a
+The mint runs from the separate `.venv-mint` (Nutshell 0.20.2, the default) or
+`.venv-mint21` (0.21.0: `start_mint(version="0.21.0")`; docs/test-mint.md) as a
 subprocess in its own process group, with a clean environment, a temporary working
 directory and HOME (so no stray `.env` or `~/.cashu/.env` is read), a free port on
 127.0.0.1 and its own SQLite directory.
@@ -9,6 +10,7 @@ directory and HOME (so no stray `.env` or `~/.cashu/.env` is read), a free port 
     ...  # talk to mint.url
     mint.restart({"FAKEWALLET_PAYMENT_STATE": "SETTLED"})  # same database, same keys
     mint.stop()
+    start_mint(version="0.21.0")  # one of MINT_VERSIONS; mint.version, kept by restart()
 
 Also: `make_invoice(amount_sat)` signs a bolt11 invoice the FakeWallet will "pay".
 """
@@ -36,10 +38,22 @@ import bolt11
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MINT_VENV = REPO_ROOT / ".venv-mint"
 MINT_BIN = MINT_VENV / "bin" / "mint"
+# The Nutshell versions a test mint can run, each from its own venv (scripts/common.sh
+# installs both); the first is the default.
+MINT_VERSIONS = ("0.20.2", "0.21.0")
+DEFAULT_MINT_VERSION = MINT_VERSIONS[0]
+MINT_VENVS = {"0.20.2": MINT_VENV, "0.21.0": REPO_ROOT / ".venv-mint21"}
 MINT_ROOT_DIR = REPO_ROOT / ".test-mints"  # git-ignored
 START_TIMEOUT = 30.0
 
 _RUNNING: set[RunningMint] = set()
+
+
+def mint_bin(version: str = DEFAULT_MINT_VERSION) -> Path:
+    """The `mint` executable of a supported Nutshell version."""
+    if version not in MINT_VENVS:
+        raise ValueError(f"unsupported Nutshell version {version!r}: one of {MINT_VERSIONS}")
+    return MINT_VENVS[version] / "bin" / "mint"
 
 
 def free_port() -> int:
@@ -64,8 +78,10 @@ class RunningMint:
         input_fee_ppk: int,
         private_key: str,
         owns_db_dir: bool,
+        version: str = DEFAULT_MINT_VERSION,
     ) -> None:
         self.port = port
+        self.version = version  # the Nutshell version; restart() keeps it
         self.db_dir = db_dir
         self.env_overrides = dict(env_overrides)
         self.input_fee_ppk = input_fee_ppk
@@ -121,7 +137,7 @@ class RunningMint:
         log.flush()
         try:
             self.proc = subprocess.Popen(
-                [str(MINT_BIN)],
+                [str(mint_bin(self.version))],
                 cwd=cwd,
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
@@ -147,7 +163,8 @@ class RunningMint:
             try:
                 with urllib.request.urlopen(self.url + "/v1/info", timeout=2) as resp:
                     if resp.status == 200:
-                        json.loads(resp.read())
+                        info = json.loads(resp.read())
+                        self._check_version(info)
                         self.startup_seconds = time.monotonic() - t0
                         return
             except (OSError, urllib.error.URLError, ValueError) as e:
@@ -158,6 +175,15 @@ class RunningMint:
             f"mint did not answer {self.url}/v1/info within {timeout:.0f}s "
             f"(last error: {last_err})\n" + self.log_tail()
         )
+
+    def _check_version(self, info: dict) -> None:
+        """/v1/info must name the Nutshell version this mint was started as."""
+        if info.get("version") != f"Nutshell/{self.version}":
+            self._kill()
+            raise MintStartError(
+                f"mint on {self.url} reports version {info.get('version')!r}, expected "
+                f"'Nutshell/{self.version}' (reinstall its venv: bash scripts/test.sh)"
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -224,7 +250,7 @@ class RunningMint:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<RunningMint {self.url} db={self.db_dir}>"
+        return f"<RunningMint {self.version} {self.url} db={self.db_dir}>"
 
 
 def start_mint(
@@ -234,11 +260,14 @@ def start_mint(
     env_overrides: dict[str, str | None] | None = None,
     input_fee_ppk: int = 100,
     private_key: str | None = None,
+    version: str = DEFAULT_MINT_VERSION,
 ) -> RunningMint:
-    """Start a Nutshell FakeWallet mint and wait until GET /v1/info answers."""
-    if not MINT_BIN.exists():
+    """Start a Nutshell FakeWallet mint (`version`, one of MINT_VERSIONS) and wait until
+    GET /v1/info answers with that version."""
+    binary = mint_bin(version)
+    if not binary.exists():
         raise MintStartError(
-            f"{MINT_BIN} not found: create .venv-mint (bash scripts/test.sh does it)"
+            f"{binary} not found: create {binary.parent.parent.name} (bash scripts/test.sh does it)"
         )
     owns = db_dir is None
     if db_dir is None:
@@ -257,6 +286,7 @@ def start_mint(
             input_fee_ppk=input_fee_ppk,
             private_key=key,
             owns_db_dir=owns,
+            version=version,
         )
         try:
             return mint.start()

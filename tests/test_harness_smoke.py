@@ -8,7 +8,7 @@ import urllib.request
 import bolt11
 import pytest
 from db_harness import TEST_MNEMONIC
-from mint_harness import make_invoice, make_invoice_without_amount
+from mint_harness import MINT_VERSIONS, make_invoice, make_invoice_without_amount
 from nutshell_wallet import (
     NutshellWalletError,
     nutshell_derive_secrets,
@@ -74,3 +74,31 @@ def test_fresh_mint_restart_keeps_database_and_keys(fresh_mint):
     assert mint.url == url
     assert mint.env()["FAKEWALLET_PAY_INVOICE_STATE"] == "PENDING"
     assert _get(mint.url + "/v1/keysets") == keysets
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.mint
+def test_any_mint_reports_its_version_and_makes_a_mint_quote(any_mint):
+    assert any_mint.version in MINT_VERSIONS
+    assert _get(any_mint.url + "/v1/info")["version"] == f"Nutshell/{any_mint.version}"
+    quote = _post(any_mint.url + "/v1/mint/quote/bolt11", {"amount": 10, "unit": "sat"})
+    assert quote["quote"] and quote["request"].startswith("lnbc")
+    assert quote["amount"] == 10 and quote["unit"] == "sat"
+
+
+@pytest.mark.mint
+def test_mint21_restart_keeps_its_version(fresh_mint):
+    mint = fresh_mint(version="0.21.0")
+    assert mint.version == "0.21.0"
+    mint.restart({"FAKEWALLET_PAYMENT_STATE": "SETTLED"})
+    assert mint.version == "0.21.0"
+    assert _get(mint.url + "/v1/info")["version"] == "Nutshell/0.21.0"
+    with pytest.raises(ValueError, match="unsupported Nutshell version"):
+        fresh_mint(version="0.19.0")
