@@ -6,14 +6,17 @@
     cashu-worker balance WALLET [--mint URL] [--unit sat]
     cashu-worker ops list WALLET [--kind K] [--state S ...] [--limit N] [--offset N]
     cashu-worker ops show ID
+    cashu-worker ops cancel ID | ops rollback ID | ops reclaim ID
     cashu-worker history WALLET [--limit N] [--offset N]
     cashu-worker recovery run
-    cashu-worker events follow [--from STREAM_ID] [--count N] [--wait SECONDS]
+    cashu-worker events follow [--from STREAM_ID] [--count N] [--wait SECONDS]   # until ^C
 
 Every command takes --json (JSON instead of a plain table; `events follow` prints one
 JSON object per line). The broker (and the event stream) is REDIS_URL, default
 redis://127.0.0.1:6379/0, or --redis-url. Tokens are masked in what `ops` prints unless
---show-secrets is given. An error prints "error CODE: message" on stderr and exits 2.
+--show-secrets is given. An error prints "error CODE: message" on stderr and exits 2 (an
+unreachable broker: BROKER_ERROR within a few seconds); a bad argument or choice is refused
+by argparse (exit 2) before anything is sent. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -26,11 +29,33 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from cashu_client.client import DEFAULT_QUEUE, DEFAULT_TIMEOUT, CashuClient, redact
-from cashu_client.errors import BrokerError, CashuWorkerError, OperationNotFoundError
+from cashu_client.errors import (
+    BrokerError,
+    CashuWorkerError,
+    InvalidRequestError,
+    InvalidStateError,
+    OperationNotFoundError,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENT_STREAM = "cashu:events"
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+OPERATION_KINDS = ("mint", "melt", "send", "receive")
+# every state of any saga (the worker's sagas.engine.SPECS; tests/test_cli.py checks them)
+OPERATION_STATES = (
+    "init",
+    "prepared",
+    "executing",
+    "pending",
+    "finalized",
+    "rolling_back",
+    "rolled_back",
+    "failed",
+)
+FOLLOW_BLOCK = 5.0  # seconds one XREAD blocks when following without --wait
+SOCKET_SLACK = 10.0  # a read may take this much longer than its XREAD blocks
+CONNECT_TIMEOUT = 2.0
 
 # --- output ------------------------------------------------------------------------------------
 
@@ -257,6 +282,48 @@ def cmd_ops_show(ctx: Context) -> int:
     return ctx.emit(ctx.secrets(op), render_operation)
 
 
+def _action_of(action: str, op: dict[str, Any]) -> str:
+    """The task `ops ACTION` sends for this operation (its kind, its state). A state the
+    task itself refuses is left to the worker to answer (INVALID_STATE)."""
+    kind, state = op.get("kind"), op.get("state")
+    if kind == "send":
+        if action == "cancel" and state in ("pending", "rolling_back"):
+            raise InvalidStateError(
+                f"only a prepared send can be cancelled, this one is {state}; "
+                "`ops reclaim` takes its token back"
+            )
+        if action == "reclaim" and state == "prepared":
+            raise InvalidStateError(
+                "only a pending send can be reclaimed, this one is prepared; "
+                "`ops cancel` releases its inputs"
+            )
+        return "send_rollback"  # cancels a prepared send, reclaims a pending one
+    if kind == "melt":
+        if action == "reclaim" or (action == "rollback" and state in ("pending", "rolling_back")):
+            return "melt_reclaim"
+        return "melt_cancel"
+    raise InvalidRequestError(
+        f"ops {action} applies to send and melt operations; {op.get('id')} is a {kind} operation"
+    )
+
+
+def _cmd_ops_action(action: str) -> Callable[[Context], int]:
+    def run(ctx: Context) -> int:
+        op = ctx.client.ops_get(ctx.args.id)
+        if op is None:
+            raise OperationNotFoundError(f"no operation has id {ctx.args.id}")
+        result = getattr(ctx.client, _action_of(action, op))(op["id"])
+        return ctx.emit(ctx.secrets(result), render_operation)
+
+    run.__name__ = f"cmd_ops_{action}"
+    return run
+
+
+cmd_ops_cancel = _cmd_ops_action("cancel")
+cmd_ops_rollback = _cmd_ops_action("rollback")
+cmd_ops_reclaim = _cmd_ops_action("reclaim")
+
+
 def cmd_history(ctx: Context) -> int:
     a = ctx.args
     result = ctx.client.history_list(a.wallet, limit=a.limit, offset=a.offset)
@@ -277,14 +344,22 @@ def cmd_events_follow(ctx: Context) -> int:
         ) from None
     a = ctx.args
     stream = a.stream
-    conn = redis.Redis.from_url(a.redis_url, decode_responses=True)
+    block = a.wait if a.wait is not None else FOLLOW_BLOCK
+    # the socket waits longer than XREAD blocks: quiet time is no error (redis' default
+    # socket timeout, 5 s, ended the follower after 5 s without events)
+    conn = redis.Redis.from_url(
+        a.redis_url,
+        decode_responses=True,
+        socket_timeout=block + SOCKET_SLACK,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+    )
     seen = 0
     try:
         last = a.start
         if last == "$":  # "only new": pin the current end, so nothing between reads is missed
             newest = conn.xrevrange(stream, count=1)
             last = newest[0][0] if newest else "0-0"
-        block_ms = int(a.wait * 1000) if a.wait is not None else 5000
+        block_ms = max(1, int(block * 1000))
         while a.count is None or seen < a.count:
             want = None if a.count is None else a.count - seen
             reply = conn.xread({stream: last}, count=want, block=block_ms)
@@ -298,9 +373,9 @@ def cmd_events_follow(ctx: Context) -> int:
                 ctx.out.flush()
                 seen += 1
     except redis.RedisError as exc:
-        raise BrokerError(f"reading {stream} at {a.redis_url}: {exc}") from exc
+        raise BrokerError(f"reading {stream}: {exc}") from exc
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         conn.close()
     return 0
@@ -375,18 +450,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mint", metavar="URL", help="only this mint")
     p.add_argument("--unit", default="sat", help="unit (%(default)s)")
 
-    ops = commands.add_parser("ops", help="list and show operations")
+    ops = commands.add_parser("ops", help="list, show, cancel, roll back and reclaim operations")
     ops_cmds = ops.add_subparsers(dest="ops_command", metavar="ACTION", required=True)
     p = sub(ops_cmds, "list", cmd_ops_list, "a wallet's operations, newest first")
     p.add_argument("wallet")
-    p.add_argument("--kind", choices=["mint", "melt", "send", "receive"])
-    p.add_argument("--state", nargs="+", action="extend", metavar="S", help="only these states")
+    p.add_argument("--kind", choices=OPERATION_KINDS)
+    p.add_argument(
+        "--state",
+        nargs="+",
+        action="extend",
+        choices=OPERATION_STATES,
+        metavar="S",
+        help=f"only these states ({', '.join(OPERATION_STATES)})",
+    )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--show-secrets", action="store_true", help="print tokens unmasked")
     p = sub(ops_cmds, "show", cmd_ops_show, "one operation")
     p.add_argument("id")
     p.add_argument("--show-secrets", action="store_true", help="print its token unmasked")
+    for action, handler, text in (
+        ("cancel", cmd_ops_cancel, "cancel a prepared send or melt: its inputs are released"),
+        (
+            "rollback",
+            cmd_ops_rollback,
+            "roll back a send or melt: cancel a prepared one, reclaim a pending one",
+        ),
+        (
+            "reclaim",
+            cmd_ops_reclaim,
+            "take back a pending send's token (a swap, at its fee), or a pending melt's "
+            "inputs once the mint reports its quote UNPAID",
+        ),
+    ):
+        p = sub(ops_cmds, action, handler, text)
+        p.add_argument("id")
+        p.add_argument("--show-secrets", action="store_true", help="print a token unmasked")
 
     p = sub(commands, "history", cmd_history, "a wallet's history, newest first")
     p.add_argument("wallet")
@@ -423,6 +522,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except CashuWorkerError as exc:
         print(f"error {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     finally:
         ctx.close()
 

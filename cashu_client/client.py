@@ -14,7 +14,8 @@ Each method sends its task by name to the queue (default "cashu"), waits for the
 (`timeout` seconds, default 60) and returns its JSON. A task that fails raises the typed
 error of cashu_client.errors (`exc.code` is the worker's stable code); no result in time
 raises TaskTimeoutError (the task may still run: look the operation up before retrying);
-an unreachable broker raises BrokerError.
+an unreachable broker (or result backend) raises BrokerError once it has been retried for
+`connect_timeout` seconds (default 2), not after Celery's own retries (20 s and more).
 
 Tokens are secrets: the representation of the arguments Celery puts in the message
 headers and task events (argsrepr/kwargsrepr) has them masked. The task gets the token.
@@ -34,6 +35,8 @@ from cashu_client.errors import BrokerError, TaskTimeoutError, from_task_failure
 
 DEFAULT_QUEUE = "cashu"
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+_RETRY_INTERVAL = 0.5
 
 _TOKEN_RE = re.compile(r"cashu[AB][A-Za-z0-9_\-+/=]+")
 _SECRET_KEYS = frozenset(
@@ -79,6 +82,38 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 _CONNECTION_ERRORS = _connection_errors()
 
 
+def _connection_error_of(exc: BaseException) -> BaseException | None:
+    """`exc` or what caused it, when that is a connection error: Celery's result consumer
+    turns one it gave up retrying into a RuntimeError ("Retry limit exceeded ...")."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _CONNECTION_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _retry_settings(connect_timeout: float) -> dict[str, Any]:
+    """Celery settings that give up on an unreachable broker or backend after about
+    `connect_timeout` seconds (a connection attempt each _RETRY_INTERVAL)."""
+    policy = {
+        "max_retries": max(0, int(connect_timeout / _RETRY_INTERVAL)),
+        "interval_start": 0,
+        "interval_step": _RETRY_INTERVAL,
+        "interval_max": _RETRY_INTERVAL,
+    }
+    return {
+        "broker_connection_timeout": connect_timeout,
+        "broker_connection_max_retries": policy["max_retries"],
+        "broker_transport_options": {"socket_connect_timeout": connect_timeout},
+        "task_publish_retry_policy": policy,
+        "redis_socket_connect_timeout": connect_timeout,
+        "result_backend_transport_options": {"retry_policy": policy},
+    }
+
+
 def _failed(result: Any) -> bool:
     """Whether the task itself failed (its state is cached once `get` has seen it)."""
     try:
@@ -102,6 +137,7 @@ class CashuClient:
         *,
         queue: str = DEFAULT_QUEUE,
         timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self.broker_url = broker_url
         self.backend_url = backend_url or broker_url
@@ -121,6 +157,7 @@ class CashuClient:
             task_default_queue=queue,
             broker_connection_retry_on_startup=True,
             enable_utc=True,
+            **_retry_settings(connect_timeout),
         )
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -137,8 +174,11 @@ class CashuClient:
                 argsrepr="()",
                 kwargsrepr=_safe_repr(kwargs),
             )
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerError(f"could not send {name}: {exc}", task_name=name) from exc
+        except Exception as exc:
+            lost = _connection_error_of(exc)
+            if lost is None:
+                raise
+            raise BrokerError(f"could not send {name}: {lost}", task_name=name) from exc
         try:
             return result.get(timeout=wait)
         except CeleryTimeoutError as exc:
@@ -152,10 +192,11 @@ class CashuClient:
         except Exception as exc:
             if _failed(result):  # the task raised: its typed error
                 raise from_task_failure(exc, task_id=result.id, task_name=name) from exc
-            if isinstance(exc, _CONNECTION_ERRORS):
+            lost = _connection_error_of(exc)
+            if lost is not None:
                 raise BrokerError(
                     f"lost the result backend while waiting for {name} (task {result.id}); "
-                    f"it may still run: {exc}",
+                    f"it may still run: {lost}",
                     task_id=result.id,
                     task_name=name,
                 ) from exc
@@ -276,16 +317,18 @@ class CashuClient:
         max_fee: int | None = None,
         method: str = "bolt11",
         notify_task: str | None = None,
+        wait: bool = True,
     ) -> dict[str, Any]:
         """prepare + execute in one task: Operation finalized, pending or rolled_back.
-        With max_fee, FeeLimitExceededError (nothing moved) when the fees could come to more."""
+        With max_fee, FeeLimitExceededError (nothing moved) when the fees could come to more.
+        wait=False: the operation as it stands at once (executing); events tell the end."""
         return self.call(
             "cashu.melt.pay",
             wallet=wallet,
             mint_url=mint_url,
             invoice=invoice,
             method=method,
-            **_given(max_fee=max_fee, notify_task=notify_task),
+            **_given(max_fee=max_fee, notify_task=notify_task, wait=None if wait else False),
         )
 
     def melt_execute(
@@ -294,12 +337,18 @@ class CashuClient:
         *,
         mint_url: str | None = None,
         quote_id: str | None = None,
+        wait: bool = True,
     ) -> dict[str, Any]:
         """Pay: Operation finalized (change_amount, effective_fee, preimage), pending or
-        rolled_back. By operation id, or by (mint_url, quote_id)."""
+        rolled_back. By operation id, or by (mint_url, quote_id). wait=False: at once."""
         return self.call(
             "cashu.melt.execute",
-            **_given(operation_id=operation_id, mint_url=mint_url, quote_id=quote_id),
+            **_given(
+                operation_id=operation_id,
+                mint_url=mint_url,
+                quote_id=quote_id,
+                wait=None if wait else False,
+            ),
         )
 
     def melt_refresh(
