@@ -246,15 +246,21 @@ class MintClient:
         inputs: list[Proof],
         outputs: list[BlindedMessage] | None = None,
         method: str = "bolt11",
+        *,
+        prefer_async: bool = False,
     ) -> MeltQuote:
         """POST /v1/melt/{method} with the long timeout (the mint pays over Lightning).
 
         `outputs` are NUT-08 change blanks, sent unsorted; the change signatures in the
-        result correspond to the first blanks, in order.
+        result correspond to the first blanks, in order. `prefer_async`: a mint that can
+        answers PENDING at once and pays in the background (NUT-05); one that cannot
+        ignores the field and answers once paid.
         """
         body: dict[str, Any] = {"quote": quote_id, "inputs": [p.to_wire() for p in inputs]}
         if outputs is not None:
             body["outputs"] = [o.to_wire() for o in outputs]
+        if prefer_async:
+            body["prefer_async"] = True
         return self._call(
             "POST",
             f"/v1/melt/{_method(method)}",

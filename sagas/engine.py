@@ -67,6 +67,12 @@ class SagaContext:
     wallet_seed: Callable[[str], bytes]
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     network: str = "bc"  # the Lightning network invoices must be for (BOLT 11 prefix)
+    # Ask the mint to pay in the background (NUT-05 prefer_async) and settle from its quote
+    # later: for a caller that hands the settling on (a worker's tasks), not one that waits.
+    async_melts: bool = False
+    # How long a step handed on to another task may take to start before recovery assumes
+    # its message lost and hands it on again.
+    handoff_grace: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,39 @@ SPECS: dict[str, SagaSpec] = {}
 def register(spec: SagaSpec) -> SagaSpec:
     SPECS[spec.kind] = spec
     return spec
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a saga step leaves: the operation as it stands (its JSON) and the name of the
+    step to run next, None when there is nothing to run now (settled, or waiting on the
+    mint). Who runs the next step is the caller's choice: a task hands it to another task,
+    a plain caller `drive`s it in its own process."""
+
+    view: dict[str, Any]
+    next_step: str | None = None
+
+    @property
+    def operation_id(self) -> uuid.UUID:
+        return uuid.UUID(self.view["id"])
+
+
+Step = Callable[[SagaContext, uuid.UUID], Progress]
+STEPS: dict[str, dict[str, Step]] = {}  # kind -> its steps by name
+
+
+def register_steps(kind: str, steps: dict[str, Step]) -> None:
+    STEPS[kind] = steps
+
+
+def drive(
+    ctx: SagaContext, kind: str, progress: Progress, *, until: Collection[str] = ()
+) -> dict[str, Any]:
+    """Run the steps one hands on to, in this process, until one names no next step (or
+    one in `until`, a step that would only wait); the operation as it ends up."""
+    while progress.next_step is not None and progress.next_step not in until:
+        progress = STEPS[kind][progress.next_step](ctx, progress.operation_id)
+    return progress.view
 
 
 def event_type(spec: SagaSpec, state: str) -> str:

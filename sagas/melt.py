@@ -53,6 +53,7 @@ from nuts.amounts import (
 from nuts.errors import (
     CashuError,
     InvalidSignatureError,
+    LightningPaymentFailedError,
     MintAmbiguousError,
     MintRejectedError,
     MintUnreachableError,
@@ -63,14 +64,17 @@ from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
 from nuts.models import Proof as WireProof
 from nuts.outputs import BLANK_AMOUNT, PreparedOutput, proof_y, unblind_outputs
 from sagas.engine import (
+    Progress,
     SagaContext,
     SagaSpec,
+    drive,
     get_operation,
     new_operation,
     operation_view,
     record_error,
     record_event,
     register,
+    register_steps,
     transition,
     update_operation,
 )
@@ -171,18 +175,46 @@ def prepare(
 
 
 def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
-    """Pre-flight check, then the optional swap and the melt, each written ahead."""
+    """Pre-flight check, then the optional swap and the melt, each written ahead: every step
+    in this process (a worker runs each as its own task: tasks/melt.py)."""
+    return drive(ctx, KIND, begin(ctx, operation_id), until=("check",))
+
+
+def pay(ctx: SagaContext, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """prepare + execute in one call (prepare_and_begin's arguments), every step here."""
+    return drive(ctx, KIND, prepare_and_begin(ctx, *args, **kwargs), until=("check",))
+
+
+def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Settle a pending (or stuck executing) melt from the quote's state at the mint."""
+    return drive(ctx, KIND, check(ctx, operation_id), until=("check",))
+
+
+# --- the steps, each with at most one request that can move money --------------------------------
+#
+#   begin  prepared -> executing (pre-flight checkstate, then the write-ahead) -> swap | pay
+#   swap   the pre-swap into the exact melt inputs                            -> pay
+#   pay    the melt request (prefer_async where the context allows)           -> check if pending
+#   check  the quote's state: settles a pending melt, resumes a reclaim       -> check while pending
+#
+# A step run twice, or after its worker died, finds the operation already moved and hands on
+# from where it is. Whether a request was ever sent is on the operation (swap_sent,
+# melt_sent), never in a message: only a first attempt may treat a refused connection as
+# "nothing happened".
+
+
+def begin(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state in SPEC.terminal or op.state in ("pending", "rolling_back"):
-            return operation_view(op)
+        if op.state != "prepared":
+            return _carry_on(op)
         _, keysets = trusted_keysets(session, op.mint_url)
         inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
-        reserved = _Reserved.of(op, inputs, keysets)
-    return _execute(ctx, reserved)
+        reserved = _Reserved(op.id, op.mint_url, inputs, keysets)
+    return _begin(ctx, reserved)
 
 
-def pay(
+def prepare_and_begin(
     ctx: SagaContext,
     wallet: str,
     mint_url: str,
@@ -192,34 +224,119 @@ def pay(
     max_fee: int | None = None,
     *,
     operation_id: uuid.UUID | None = None,
-) -> dict[str, Any]:
-    """prepare + execute in one call: the inputs prepare reserved go to the pre-flight check.
-
-    `operation_id`: the id to give the new operation (its caller holds its lock).
-    """
+) -> Progress:
+    """prepare, then begin with the inputs prepare reserved (`operation_id`: the id to give
+    the new operation; its caller holds its lock)."""
     _, reserved = _prepare(
         ctx, wallet, mint_url, invoice, method, notify_task, max_fee, operation_id
     )
-    return _execute(ctx, reserved)
+    return _begin(ctx, reserved)
 
 
-def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
-    """Settle a pending (or stuck executing) melt from the quote's state at the mint."""
+def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
+    """Swap the reserved inputs into exactly the melt's inputs plus change we keep; hands on
+    to pay only once the swap is known done and its proofs stored."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state == "rolling_back":
-            return _resume_reclaim(ctx, op.id)
-        if op.state not in ("pending", "executing"):
-            return operation_view(op)
+        if op.state != "executing" or op.data.get("phase") != "swap":
+            return _carry_on(op)
+        op_id, first_attempt = op.id, not op.data.get("swap_sent")
+        if first_attempt:
+            update_operation(session, op, data={"swap_sent": True})
+        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+        melt_inputs, keep = stored_outputs(op.data, "melt_inputs"), stored_outputs(op.data, "keep")
+        keysets = load_keysets(session, op.mint_url)
+        mint_url = op.mint_url
+    outcome = settle_swap(
+        ctx.mint_client(mint_url), inputs, melt_inputs + keep, keysets, first_attempt
+    )
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "executing" or op.data.get("phase") != "swap":
+            return _carry_on(op)
+        if outcome.result == SwapResult.DONE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            new_inputs, kept = (
+                outcome.proofs[: len(melt_inputs)],
+                outcome.proofs[len(melt_inputs) :],
+            )
+            store_operation_proofs(session, op, kept)
+            store_operation_proofs(
+                session, op, new_inputs, state=ProofState.RESERVED, used_by=op.id
+            )
+            update_operation(session, op, data={"phase": "melt"})
+            return _carry_on(op)
+        if outcome.result == SwapResult.REJECTED:
+            _release_and_roll_back(session, op, outcome.error)
+        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
+            set_proof_state(session, op.id, ProofState.SPENT)
+            _release_and_roll_back(session, op, outcome.error)
+        else:
+            update_operation(session, op, error=outcome.error)
+        view = operation_view(op)
+    raise_if_never_sent(outcome)
+    return Progress(view)
+
+
+def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state != "executing" or op.data.get("phase") != "melt":
+            return _carry_on(op)
+        rows = proofs_of_operation(session, op.id)
+        inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
+        first_attempt = not op.data.get("melt_sent")
+        if first_attempt:
+            update_operation(session, op, data={"melt_sent": True})
+        request = _MeltRequest.of(op, inputs, load_keysets(session, op.mint_url))
+    view = _melt(ctx, op.id, request, first_attempt=first_attempt)
+    return Progress(view, "check" if view["state"] == "pending" else None)
+
+
+def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state == "executing" and not _request_sent(op):
+            # Handed on to a step not started yet (a queue backlog), or whose message was
+            # lost: leave it `handoff_grace`, then hand it on again, touched so that the
+            # next sweep waits as long before it does.
+            if ctx.now() - op.updated_at < ctx.handoff_grace:
+                return Progress(operation_view(op))
+            update_operation(session, op)
+            return _carry_on(op)
+        if op.state == "executing" and op.data.get("phase") == "swap":
+            return _carry_on(op)  # the swap's outcome is the mint's: replay it
+        if op.state not in ("pending", "executing", "rolling_back"):
+            return Progress(operation_view(op))
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, quote_id, method, phase = op.id, op.quote_id, op.method, op.data.get("phase")
-    if phase == "swap":
-        return execute(ctx, op_id)  # the melt request never left: replay the swap first
+        op_id, state, quote_id, method = op.id, op.state, op.quote_id, op.method
+    if state == "rolling_back":
+        return Progress(_resume_reclaim(ctx, op_id))
     try:
         quote = ctx.mint_client(mint_url).check_melt_quote(quote_id, method)
     except (MintAmbiguousError, MintRejectedError) as exc:
-        return record_error(ctx, KIND, op_id, exc)
-    return _settle(ctx, op_id, quote)
+        return Progress(record_error(ctx, KIND, op_id, exc))
+    view = _settle(ctx, op_id, quote)
+    return Progress(view, "check" if view["state"] == "pending" else None)
+
+
+register_steps(KIND, {"begin": begin, "swap": swap, "pay": pay_step, "check": check})
+
+
+def _request_sent(op: Operation) -> bool:
+    """Whether the request of an executing melt's phase may have reached the mint."""
+    return bool(op.data.get("swap_sent" if op.data.get("phase") == "swap" else "melt_sent"))
+
+
+def _carry_on(op: Operation) -> Progress:
+    """The step an operation past prepared goes on with. An executing one repeats the step
+    of its phase: the mint answers a repeated request from its own records."""
+    view = operation_view(op)
+    if op.state == "pending":
+        return Progress(view, "check")
+    if op.state == "executing":
+        return Progress(view, "swap" if op.data.get("phase") == "swap" else "pay")
+    return Progress(view)  # settled, or rolling back (check resumes the reclaim)
 
 
 def cancel(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -280,10 +397,10 @@ def get_by_quote(ctx: SagaContext, mint_url: str, quote_id: str) -> dict[str, An
         return operation_view(op) if op else None
 
 
-def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
+def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> Progress:
     if state == "prepared":
-        return cancel(ctx, operation_id)
-    return refresh(ctx, operation_id)  # executing, pending, rolling_back
+        return Progress(cancel(ctx, operation_id))
+    return check(ctx, operation_id)  # executing, pending, rolling_back
 
 
 register_rule(KIND, "executing", recover)
@@ -320,15 +437,9 @@ class _Reserved:
     """A melt about to be executed, as a transaction read it."""
 
     op_id: uuid.UUID
-    state: str
-    phase: str | None
     mint_url: str
-    inputs: list[WireProof]  # its proofs: the reserved inputs while it is prepared
+    inputs: list[WireProof]  # the reserved inputs of the prepared melt
     keysets: dict[str, Keyset]
-
-    @classmethod
-    def of(cls, op: Operation, inputs: list[WireProof], keysets: dict[str, Keyset]) -> _Reserved:
-        return cls(op.id, op.state, op.data.get("phase"), op.mint_url, inputs, keysets)
 
 
 def _prepare(
@@ -418,40 +529,29 @@ def _prepare(
             )
         op = update_operation(session, op, data=data)
         record_event(session, op)
-        return operation_view(op), _Reserved.of(op, inputs, keysets)
+        return operation_view(op), _Reserved(op.id, op.mint_url, inputs, keysets)
 
 
-def _execute(ctx: SagaContext, reserved: _Reserved) -> dict[str, Any]:
-    op_id, phase, request = reserved.op_id, reserved.phase, None
-    # The melt request has never been sent while the melt is prepared or still swapping.
-    first_melt = reserved.state == "prepared" or phase == "swap"
-    if reserved.state == "prepared":
-        blocked = _preflight(ctx, op_id, reserved.mint_url, reserved.inputs)
-        if blocked is not None:
-            return blocked
-        with ctx.uow() as session:
-            op = get_operation(session, op_id, KIND)
-            if op.state != "prepared":
-                return operation_view(op)
-            # Serialized per invoice: of two melts of one invoice, one pays, the other
-            # stops here before it costs a swap fee.
-            duplicate = _second_payment(session, op.data["request"], op.id, wait=True)
-            if duplicate is not None:
-                _release_and_roll_back(session, op, duplicate)
-            else:
-                _write_ahead(ctx, session, op, reserved.keysets)
-                phase = op.data["phase"]
-                if phase == "melt":  # the reserved inputs go to the mint as they are
-                    request = _MeltRequest.of(op, reserved.inputs, reserved.keysets)
-        if duplicate is not None:
-            raise duplicate
-    if phase == "swap":
-        # Only a swap known to be done lets the melt go: its inputs are what the change
-        # blanks were planned for. Any other outcome returns here, the melt not sent.
-        unswapped = _swap_to_exact(ctx, op_id, first_attempt=reserved.state == "prepared")
-        if unswapped is not None:
-            return unswapped
-    return _melt(ctx, op_id, request, first_attempt=first_melt)
+def _begin(ctx: SagaContext, reserved: _Reserved) -> Progress:
+    """Pre-flight check, then executing written ahead; hands on to the swap or the melt."""
+    op_id = reserved.op_id
+    blocked = _preflight(ctx, op_id, reserved.mint_url, reserved.inputs)
+    if blocked is not None:
+        return Progress(blocked)
+    with ctx.uow() as session:
+        op = get_operation(session, op_id, KIND)
+        if op.state != "prepared":
+            return _carry_on(op)
+        # Serialized per invoice: of two melts of one invoice, one pays, the other
+        # stops here before it costs a swap fee.
+        duplicate = _second_payment(session, op.data["request"], op.id, wait=True)
+        if duplicate is None:
+            _write_ahead(ctx, session, op, reserved.keysets)
+            # Only a swap known to be done lets the melt go (the swap step hands on to pay
+            # only then): its inputs are what the change blanks were planned for.
+            return _carry_on(op)
+        _release_and_roll_back(session, op, duplicate)
+    raise duplicate
 
 
 @dataclass(frozen=True)
@@ -616,67 +716,9 @@ def _write_ahead(
     transition(session, op, "executing", data={**outputs_data(planned), "phase": phase})
 
 
-def _swap_to_exact(
-    ctx: SagaContext, op_id: uuid.UUID, *, first_attempt: bool
-) -> dict[str, Any] | None:
-    """Swap the reserved inputs into exactly the melt's inputs plus change we keep.
-
-    None once the swap is done and stored (phase melt); else the operation as it stays.
-    """
-    with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state != "executing" or op.data.get("phase") != "swap":
-            return operation_view(op)
-        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
-        melt_inputs, keep = stored_outputs(op.data, "melt_inputs"), stored_outputs(op.data, "keep")
-        keysets = load_keysets(session, op.mint_url)
-        mint_url = op.mint_url
-    outcome = settle_swap(
-        ctx.mint_client(mint_url), inputs, melt_inputs + keep, keysets, first_attempt
-    )
-    with ctx.uow() as session:
-        op = get_operation(session, op_id, KIND)
-        if op.state != "executing" or op.data.get("phase") != "swap":
-            return operation_view(op)
-        if outcome.result == SwapResult.DONE:
-            set_proof_state(session, op.id, ProofState.SPENT)
-            new_inputs, kept = (
-                outcome.proofs[: len(melt_inputs)],
-                outcome.proofs[len(melt_inputs) :],
-            )
-            store_operation_proofs(session, op, kept)
-            store_operation_proofs(
-                session, op, new_inputs, state=ProofState.RESERVED, used_by=op.id
-            )
-            update_operation(session, op, data={"phase": "melt"})
-            return None
-        if outcome.result == SwapResult.REJECTED:
-            _release_and_roll_back(session, op, outcome.error)
-        elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
-            set_proof_state(session, op.id, ProofState.SPENT)
-            _release_and_roll_back(session, op, outcome.error)
-        else:
-            update_operation(session, op, error=outcome.error)
-        view = operation_view(op)
-    raise_if_never_sent(outcome)
-    return view
-
-
 def _melt(
-    ctx: SagaContext,
-    op_id: uuid.UUID,
-    request: _MeltRequest | None = None,
-    *,
-    first_attempt: bool = False,
+    ctx: SagaContext, op_id: uuid.UUID, request: _MeltRequest, *, first_attempt: bool
 ) -> dict[str, Any]:
-    if request is None:
-        with ctx.uow() as session:
-            op = get_operation(session, op_id, KIND)
-            if op.state != "executing" or op.data.get("phase") != "melt":
-                return operation_view(op)
-            rows = proofs_of_operation(session, op.id)
-            inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
-            request = _MeltRequest.of(op, inputs, None)
     mismatch = request.unplanned_inputs()
     if mismatch is not None:
         return record_error(ctx, KIND, op_id, mismatch)
@@ -684,7 +726,7 @@ def _melt(
     quote_id, method = request.quote_id, request.method
     try:
         blanks = [b.blinded_message for b in request.blanks]
-        result = client.melt(quote_id, request.inputs, blanks, method)
+        result = client.melt(quote_id, request.inputs, blanks, method, prefer_async=ctx.async_melts)
     except MintAmbiguousError as exc:
         if first_attempt and isinstance(exc, MintUnreachableError):
             _roll_back_and_raise(ctx, op_id, ("executing",), exc)  # nothing was ever sent
@@ -716,7 +758,12 @@ def _settle(
                 set_proof_state(session, op.id, ProofState.PENDING)
                 transition(session, op, "pending")
             return operation_view(op)
-    return _roll_back_if_inputs_unspent(ctx, op_id, None)
+    # UNPAID after our request reached it: the mint tried and the payment failed (an
+    # asynchronous melt says so only this way).
+    failed = LightningPaymentFailedError(
+        f"the mint reports the quote {quote.state}: the payment failed or never started"
+    )
+    return _roll_back_if_inputs_unspent(ctx, op_id, failed)
 
 
 def _finalize(

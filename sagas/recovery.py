@@ -22,7 +22,14 @@ from typing import Any
 
 from models import Operation
 from nuts.errors import CashuError
-from sagas.engine import SPECS, SagaContext, claim_operations, release_claims
+from sagas.engine import (
+    SPECS,
+    Progress,
+    SagaContext,
+    claim_operations,
+    drive,
+    release_claims,
+)
 from sagas.errors import OperationInProgressError
 
 logger = logging.getLogger(__name__)
@@ -31,8 +38,12 @@ RECOVERY_ORDER = ("init", "executing", "rolling_back", "pending", "prepared")
 CLAIM_ROUND = 10  # operations claimed at a time
 CLAIM_LEASE_SECONDS = 15
 
-Step = Callable[[SagaContext, uuid.UUID, str], dict[str, Any]]
+Step = Callable[[SagaContext, uuid.UUID, str], dict[str, Any] | Progress]
 Lock = Callable[[uuid.UUID], AbstractContextManager[Any]]
+HandOn = Callable[[str, Progress], None]  # (kind, progress): run its next step elsewhere
+# A step that only asks the mint whether something happened yet: the sweep itself is that,
+# so a rule that ends on it hands nothing on.
+POLL_STEP = "check"
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,14 @@ def run_recovery(
     states: set[str] | None = None,
     batch: int = 100,
     min_ages: dict[tuple[str, str], timedelta] | None = None,
+    hand_on: HandOn | None = None,
 ) -> dict[str, int]:
-    """Sweep once; returns counts: recovered, rolled_back, still_pending, failed, skipped."""
+    """Sweep once; returns counts: recovered, rolled_back, still_pending, failed, skipped.
+
+    A rule that leaves a next step (a melt whose swap is done and whose payment is next)
+    has it run by `hand_on` once the lock is released (a worker sends it as its task),
+    or, without one, here under the lock.
+    """
     counts = {"recovered": 0, "rolled_back": 0, "still_pending": 0, "failed": 0, "skipped": 0}
     started = time.monotonic()
     for state in RECOVERY_ORDER:
@@ -89,7 +106,7 @@ def run_recovery(
                         _release(ctx, op.id)
                         counts["skipped"] += 1
                     else:
-                        counts[_recover_one(ctx, rule, op.id, lock)] += 1
+                        counts[_recover_one(ctx, rule, op.id, lock, hand_on)] += 1
     return counts
 
 
@@ -104,10 +121,14 @@ def _release(ctx: SagaContext, op_id: uuid.UUID) -> None:
         release_claims(session, [op_id])  # the next tick may look again, however soon
 
 
-def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: Lock) -> str:
+def _recover_one(
+    ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: Lock, hand_on: HandOn | None
+) -> str:
     try:
         with lock(op_id):
             result = rule.step(ctx, op_id, rule.state)
+            if isinstance(result, Progress) and hand_on is None:
+                result = drive(ctx, rule.kind, result, until=(POLL_STEP,))
     except OperationInProgressError:
         return "skipped"  # a worker is on it right now
     except CashuError as exc:
@@ -124,6 +145,10 @@ def _recover_one(ctx: SagaContext, rule: RecoveryRule, op_id: uuid.UUID, lock: L
         return "failed"
     finally:
         _release(ctx, op_id)
+    if isinstance(result, Progress):
+        if hand_on is not None and result.next_step not in (None, POLL_STEP):
+            hand_on(rule.kind, result)
+        result = result.view
     spec = SPECS[rule.kind]
     if result["state"] == "finalized":
         return "recovered"

@@ -3,10 +3,13 @@
 # Prepares this machine like scripts/test.sh (.venv, the local PostgreSQL and Redis), creates
 # the database if missing, migrates it (alembic upgrade head), then runs in the foreground,
 # each in its own process group, output prefixed per process:
-#   worker  celery -A tasks worker   (both queues: cashu, cashu.beat)
-#   beat    celery -A tasks beat          (exactly one; schedule and pidfile under $RUN_DIR)
-#   flower  celery -A tasks flower        (http://127.0.0.1:$FLOWER_PORT)
-# Ctrl-C or SIGTERM stops all three (warm shutdown: running tasks finish, up to
+#   worker     celery -A tasks worker -Q cashu,cashu.beat
+#   lightning  celery -A tasks worker -Q cashu.lightning --pool threads -c 16
+#              (the melt's pay step: with a mint that cannot pay in the background it
+#              waits there for the payment, never in a slot the other work needs)
+#   beat       celery -A tasks beat       (exactly one; schedule and pidfile under $RUN_DIR)
+#   flower     celery -A tasks flower     (http://127.0.0.1:$FLOWER_PORT)
+# Ctrl-C or SIGTERM stops them all (warm shutdown: running tasks finish, up to
 # $STOP_TIMEOUT seconds, then SIGKILL); a second Ctrl-C kills at once. If one of them
 # exits by itself, the others are stopped too and the exit status is non-zero.
 #
@@ -107,7 +110,7 @@ names=() leaders=() jobpids=()
 
 start() {  # start <name> <command...>: a background job, output prefixed with the name
     local name="$1"; shift
-    local tag; tag="$(printf '%-6s | ' "$name")"
+    local tag; tag="$(printf '%-9s | ' "$name")"
     "$@" </dev/null 2>&1 | sed -u "s/^/$tag/" &
     names+=("$name")
     jobpids+=("$!")                  # the job's last process (sed): done when the job is
@@ -153,8 +156,10 @@ stop_all() {
     wait 2>/dev/null || true
 }
 
-say "starting worker, beat and Flower (http://127.0.0.1:$FLOWER_PORT); Ctrl-C stops them"
-start worker "$CELERY" -A tasks worker -l "$LOG_LEVEL" -n "cashu@%h"
+say "starting workers, beat and Flower (http://127.0.0.1:$FLOWER_PORT); Ctrl-C stops them"
+start worker "$CELERY" -A tasks worker -Q cashu,cashu.beat -l "$LOG_LEVEL" -n "cashu@%h"
+start lightning "$CELERY" -A tasks worker -Q cashu.lightning --pool threads -c 16 \
+    -l "$LOG_LEVEL" -n "lightning@%h"
 start beat "$CELERY" -A tasks beat -l "$LOG_LEVEL" \
     -s "$RUN_DIR/celerybeat-schedule" --pidfile "$RUN_DIR/celerybeat.pid"
 start flower "$CELERY" -A tasks flower --port="$FLOWER_PORT" --address=127.0.0.1

@@ -1,9 +1,11 @@
 """The Celery app: JSON only, late acks, one message at a time per process, named queues.
 
 Queues: every public task runs on "cashu"; the beat's periodic work and the event
-relay run on "cashu.beat", so a backlog of one never starves the other. Both are
-declared in `task_queues`, so the plain `celery -A tasks worker` consumes both; run
-dedicated workers per queue with `-Q cashu` / `-Q cashu.beat` to separate them.
+relay run on "cashu.beat", so a backlog of one never starves the other; the melt's pay
+step, which may wait on a Lightning payment, runs on "cashu.lightning", so slow
+payments never hold the workers everything else needs. All three are declared in
+`task_queues`, so the plain `celery -A tasks worker` consumes them all; run dedicated
+workers with `-Q cashu,cashu.beat` and `-Q cashu.lightning` to separate them.
 
 Callers: send to queue "cashu" (`send_task(name, kwargs=..., queue="cashu")`, or set
 `task_default_queue = "cashu"` / a route for "cashu.*" in the calling app). A task sent
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 PUBLIC_QUEUE = "cashu"
 BEAT_QUEUE = "cashu.beat"
+LIGHTNING_QUEUE = "cashu.lightning"
 TASK_MODULES = [
     "tasks.mints",
     "tasks.wallet",
@@ -49,6 +52,7 @@ TASK_MODULES = [
 TASK_ROUTES = {
     "cashu.beat.*": {"queue": BEAT_QUEUE},
     "cashu.events.*": {"queue": BEAT_QUEUE},
+    "cashu.melt.step.pay": {"queue": LIGHTNING_QUEUE},
 }
 DELIVERY_KEY = "cashu:deliveries:"
 
@@ -365,7 +369,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": settings.task_events,
         "task_default_queue": PUBLIC_QUEUE,
         # what a worker started without -Q consumes: every queue the system needs
-        "task_queues": (Queue(PUBLIC_QUEUE), Queue(BEAT_QUEUE)),
+        "task_queues": (Queue(PUBLIC_QUEUE), Queue(BEAT_QUEUE), Queue(LIGHTNING_QUEUE)),
         "task_create_missing_queues": True,
         "task_routes": TASK_ROUTES,
         "worker_hijack_root_logger": True,

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     lock_lease_seconds: float = Field(10.0, ge=1.0)
     max_deliveries: int = 5  # a message redelivered more often than this fails (poison pill)
 
+    # Melts ask the mint to pay in the background where it can (NUT-05 prefer_async): the
+    # worker's pay step returns at once and a short check settles the payment. Off: the
+    # pay step waits for the payment on the cashu.lightning queue.
+    async_melts: bool = True
+    # A step handed on to its own task that has not started after this long (a backlog on
+    # its queue, or a message Redis lost) is handed on again by the beat's sweep.
+    handoff_grace_seconds: float = Field(30.0, gt=0)
+
     # Celery task events (task-sent ... task-succeeded) and the STARTED state in the result
     # backend. Off by default: they cost about 1.5 ms per task (bench/README.md). Flower
     # turns the workers' events on by itself while it runs (it broadcasts enable_events).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache, partial
 
 from models.db import unit_of_work
@@ -29,9 +30,12 @@ def mint_client(url: str) -> MintClient:
 
 @lru_cache(maxsize=1)
 def saga_context() -> SagaContext:
+    settings = get_settings()
     return SagaContext(
-        uow=partial(unit_of_work, get_settings().database_url),
+        uow=partial(unit_of_work, settings.database_url),
         mint_client=mint_client,
         wallet_seed=wallet_seed,
-        network=get_settings().lightning_network,
+        network=settings.lightning_network,
+        async_melts=settings.async_melts,
+        handoff_grace=timedelta(seconds=settings.handoff_grace_seconds),
     )

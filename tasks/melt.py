@@ -1,5 +1,14 @@
 """Melt saga tasks (sagas/melt.py): prepare, execute, pay (the two in one), refresh, cancel,
-reclaim, get_by_quote.
+reclaim, get_by_quote; and the internal steps execute hands on to.
+
+execute and pay make the pre-flight check and the write-ahead, then hand on to
+`cashu.melt.step.swap` (the pre-swap, when there is one), `cashu.melt.step.pay` (the melt
+request, on the cashu.lightning queue: with a mint that cannot pay in the background it
+waits for the payment there, not on the queue everything else needs) and, while the
+payment is pending, `cashu.melt.step.check` (the quote's state, a little later each time).
+A caller that waits (`.get()`, a chain) gets the final Operation: each step replaces the
+one before it (Task.replace). With wait=False it gets the operation as it stands, and the
+steps go on beside it; its notify_task and the event stream tell how it ends.
 
 execute and refresh also take (mint_url, quote_id) in place of an operation
 id, as the older quote-keyed API did. Steps on an existing operation run under
@@ -11,12 +20,23 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from celery import Task
+
 from sagas import melt as melt_saga
 from sagas.errors import OperationNotFoundError
 from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
-from tasks.steps import run_locked_step, run_new_locked_step, run_step
+from tasks.steps import (
+    hand_on,
+    polls_left,
+    run_locked_step,
+    run_new_locked_step,
+    run_step,
+    step_lock_wait,
+)
+
+KIND = melt_saga.KIND
 
 
 def _operation_id(operation_id: object, mint_url: object, quote_id: object) -> str:
@@ -54,19 +74,22 @@ def prepare(
     )
 
 
-@app.task(name="cashu.melt.pay")
+@app.task(name="cashu.melt.pay", bind=True)
 def pay(
+    self: Task,
     wallet: str,
     mint_url: str,
     invoice: str,
     method: str = "bolt11",
     max_fee: int | None = None,
     notify_task: str | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
-    """prepare + execute in one step, under the lock of the operation it creates, for
-    callers that need not see the fees first; max_fee bounds them."""
-    return run_new_locked_step(
-        melt_saga.pay,
+    """prepare + execute in one call, for callers that need not see the fees first;
+    max_fee bounds them."""
+    wait = valid.flag(wait, "wait")
+    progress = run_new_locked_step(
+        melt_saga.prepare_and_begin,
         uuid.uuid4(),
         valid.wallet(wallet),
         valid.mint_url(mint_url),
@@ -75,22 +98,65 @@ def pay(
         valid.notify_task(notify_task),
         valid.max_fee(max_fee),
     )
+    return hand_on(self, KIND, progress, wait=wait)
 
 
-@app.task(name="cashu.melt.execute")
+@app.task(name="cashu.melt.execute", bind=True)
 def execute(
-    operation_id: str | None = None, mint_url: str | None = None, quote_id: str | None = None
+    self: Task,
+    operation_id: str | None = None,
+    mint_url: str | None = None,
+    quote_id: str | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
+    wait = valid.flag(wait, "wait")
     op_id = _operation_id(operation_id, mint_url, quote_id)
-    return run_locked_step(melt_saga.execute, op_id)
+    return hand_on(self, KIND, run_locked_step(melt_saga.begin, op_id), wait=wait)
 
 
-@app.task(name="cashu.melt.refresh")
+@app.task(name="cashu.melt.refresh", bind=True)
 def refresh(
-    operation_id: str | None = None, mint_url: str | None = None, quote_id: str | None = None
+    self: Task,
+    operation_id: str | None = None,
+    mint_url: str | None = None,
+    quote_id: str | None = None,
 ) -> dict[str, Any]:
+    """The quote's state now; a melt whose request never left is handed on to its step."""
     op_id = _operation_id(operation_id, mint_url, quote_id)
-    return run_locked_step(melt_saga.refresh, op_id)
+    progress = run_locked_step(melt_saga.check, op_id)
+    return hand_on(self, KIND, progress, wait=True, until=("check",))
+
+
+# --- the steps execute hands on to (internal: callers use execute or pay) ----------------------
+
+
+@app.task(name="cashu.melt.step.swap", bind=True)
+def swap_step(self: Task, operation_id: str, wait: bool = True) -> dict[str, Any]:
+    return _step(self, melt_saga.swap, operation_id, wait)
+
+
+@app.task(name="cashu.melt.step.pay", bind=True)
+def pay_step(self: Task, operation_id: str, wait: bool = True) -> dict[str, Any]:
+    return _step(self, melt_saga.pay_step, operation_id, wait)
+
+
+@app.task(name="cashu.melt.step.check", bind=True)
+def check_step(
+    self: Task, operation_id: str, wait: bool = True, attempt: int = 0
+) -> dict[str, Any]:
+    """Poll `attempt` of a pending payment (0 the first, right after the melt request)."""
+    next_poll = valid.count(attempt, "attempt") + 1
+    return _step(self, melt_saga.check, operation_id, wait, next_poll)
+
+
+def _step(
+    task: Task, step: Any, operation_id: object, wait: object, next_poll: int = 0
+) -> dict[str, Any]:
+    op_id, wait = valid.operation_id(operation_id), valid.flag(wait, "wait")
+    progress = run_locked_step(step, op_id, lock_wait=step_lock_wait())
+    if progress.next_step == "check" and not polls_left(next_poll):
+        return progress.view  # pending past the melt timeout: the beat's poller goes on
+    return hand_on(task, KIND, progress, wait=wait, attempt=next_poll)
 
 
 @app.task(name="cashu.melt.cancel")

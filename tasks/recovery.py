@@ -5,23 +5,37 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sagas import melt, mint, receive, send  # noqa: F401  (each registers its recovery rules)
+from sagas.engine import Progress
 from sagas.recovery import RULES, run_recovery
 from tasks.app import app
 from tasks.config import get_settings
 from tasks.context import saga_context
 from tasks.events import request_relay
 from tasks.locks import operation_lock
+from tasks.steps import step_signature
 
 
 def _sweep(**filters: object) -> dict[str, int]:
     try:
-        counts = run_recovery(saga_context(), lock=operation_lock, **filters)  # type: ignore[arg-type]
+        counts = run_recovery(
+            saga_context(),
+            lock=operation_lock,
+            hand_on=_send_next_step,
+            **filters,  # type: ignore[arg-type]
+        )
     except BaseException:
         request_relay()
         raise
     if any(n for key, n in counts.items() if key != "skipped"):
         request_relay()  # something moved: publish its events now, not at the next tick
     return counts
+
+
+def _send_next_step(kind: str, progress: Progress) -> None:
+    """A step recovery left (a melt's payment after its replayed swap) runs as its own task,
+    on its own queue, never inside the sweep."""
+    assert progress.next_step is not None
+    step_signature(kind, progress.next_step, progress.view["id"], wait=False).apply_async()
 
 
 @app.task(name="cashu.recovery.run")

@@ -3,11 +3,12 @@
 `run_step` for a step that creates an operation; `run_locked_step` for a step on an
 existing one, under its lock; `run_new_locked_step` for a one-call step that creates an
 operation and carries on with it (the task picks the id, and the lock is held before
-the operation exists). Either way its events are relayed afterwards, when everything the
-step wrote is committed (docs/design.md section 6), and after the task's result went out
-(tasks/events.py: request_relay). The task's log context (tasks/log_format.py) learns
-the operation's id, and its wallet once the step returns it, for the task's remaining
-log lines.
+the operation exists). A step that leaves a next step (a sagas.engine.Progress) has it
+run as a task of its own by `hand_on`, once its lock is released. Either way its events
+are relayed afterwards, when everything the step wrote is committed (docs/design.md
+section 6), and after the task's result went out (tasks/events.py: request_relay). The
+task's log context (tasks/log_format.py) learns the operation's id, and its wallet once
+the step returns it, for the task's remaining log lines.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import current_task
+from celery import Task, current_task
+from celery.canvas import Signature
 
+from sagas.engine import Progress
+from sagas.recovery import POLL_STEP
+from tasks.app import app
 from tasks.config import get_settings
 from tasks.context import saga_context
 from tasks.events import request_relay
@@ -30,17 +35,72 @@ T = TypeVar("T")
 def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         result = step(saga_context(), *args, **kwargs)
-        if isinstance(result, dict):  # the Operation JSON
-            bind(operation_id=result.get("id"), wallet=result.get("wallet"))
+        view = result.view if isinstance(result, Progress) else result
+        if isinstance(view, dict):  # the Operation JSON
+            bind(operation_id=view.get("id"), wallet=view.get("wallet"))
         return result
     finally:
         request_relay()
 
 
-def run_locked_step(step: Callable[..., T], operation_id: str, *args: Any, **kwargs: Any) -> T:
+def run_locked_step(
+    step: Callable[..., T], operation_id: str, *args: Any, lock_wait: float = 0.0, **kwargs: Any
+) -> T:
+    """`lock_wait`: how long to wait for the lock (a step handed on waits out a sweep that
+    holds it for a moment); a redelivered message always waits out a dead holder's lease."""
     bind(operation_id=operation_id)
-    with operation_lock(operation_id, wait=_lock_wait()):
+    with operation_lock(operation_id, wait=max(lock_wait, _lock_wait())):
         return run_step(step, operation_id, *args, **kwargs)
+
+
+def hand_on(
+    task: Task,
+    kind: str,
+    progress: Progress,
+    *,
+    wait: bool,
+    until: tuple[str, ...] = (),
+    attempt: int = 0,
+) -> dict[str, Any]:
+    """Run the operation's next step as a task of its own: in place of this one when the
+    caller waits for the outcome (Task.replace gives the step this task's id, chain and
+    callbacks, so `.get()` and a chain see the final Operation), beside it when the
+    caller said it does not wait (it gets the operation as it stands; events follow)."""
+    if progress.next_step is None or progress.next_step in until:
+        return progress.view
+    signature = step_signature(kind, progress.next_step, progress.view["id"], wait, attempt)
+    if wait and task.request.id and not task.request.is_eager:
+        return task.replace(signature)  # raises Ignore: the step answers the caller
+    signature.apply_async()
+    return progress.view
+
+
+def step_signature(
+    kind: str, step: str, operation_id: str, wait: bool, attempt: int = 0
+) -> Signature:
+    """`cashu.<kind>.step.<step>` for the operation. A poll waits a little longer each time."""
+    kwargs: dict[str, Any] = {"operation_id": operation_id, "wait": wait}
+    options: dict[str, Any] = {}
+    if step == POLL_STEP:
+        kwargs["attempt"] = attempt
+        options["countdown"] = poll_delay(attempt)
+    return app.signature(f"cashu.{kind}.step.{step}", kwargs=kwargs, **options)
+
+
+def poll_delay(attempt: int) -> float:
+    """0.1 s, doubling, at most 5 s: a fast payment is seen at once, a slow one costs little."""
+    return min(5.0, 0.1 * 2 ** min(attempt, 10))
+
+
+def polls_left(attempt: int) -> bool:
+    """Whether poll `attempt` still falls within the melt timeout; after it, the beat's
+    poller settles the operation."""
+    return sum(poll_delay(n) for n in range(attempt)) < get_settings().melt_timeout
+
+
+def step_lock_wait() -> float:
+    """A step handed on may meet a sweep holding the lock for one request."""
+    return get_settings().lock_lease_seconds + 1
 
 
 def run_new_locked_step(

@@ -281,7 +281,9 @@ KIND_OF = {
     "trusted": "flag",
     "trust_mint": "flag",
     "include_receiver_fee": "flag",
+    "wait": "flag",
     "limit": "count",
+    "attempt": "count",
     "offset": "count",
 }
 

@@ -59,9 +59,11 @@ class RunningWorker:
         redis_url: str,
         mnemonic: str,
         concurrency: int = 4,
-        queues: str | None = "cashu,cashu.beat",  # None: the plain command, no -Q
+        queues: str | None = "cashu,cashu.beat,cashu.lightning",  # None: the plain command
         env_overrides: dict[str, str | None] | None = None,
+        pool: str = "prefork",
     ) -> None:
+        self.pool = pool
         self.database_url = database_url
         self.redis_url = redis_url
         self.mnemonic = mnemonic
@@ -108,7 +110,7 @@ class RunningWorker:
             "-c",
             str(self.concurrency),
             "--pool",
-            "prefork",
+            self.pool,
             "-l",
             "INFO",
             "-n",

@@ -1,0 +1,121 @@
+"""No worker waits on Lightning: a slow payment never holds the slot everything else needs.
+
+Each test runs its own workers with ONE process each, on a Redis database of its own (the
+session's worker must not help), against its own mint whose FakeWallet takes a few seconds
+per payment. While a payment is in flight, a send from another wallet must be done:
+- with asynchronous melts (the default: the mint pays in the background), on a single
+  worker consuming every queue, as the plain `celery -A tasks worker` does;
+- with them off (a mint that cannot), when the pay step has a worker of its own on the
+  cashu.lightning queue (a thread pool), as README and scripts/run.sh start it.
+The payment's caller still gets the final Operation, and what it cost is within its fees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from celery import Celery
+from db_harness import TEST_MNEMONIC
+from mint_harness import MINT_VERSIONS, RunningMint, make_invoice
+from task_helpers import TIMEOUT, assert_balance, call, fund, new_wallet_name
+from worker_harness import RunningWorker, start_worker
+
+pytestmark = pytest.mark.mint
+PAYMENT_SECONDS = 4
+
+
+@pytest.fixture
+def own_redis_url(redis_url: str) -> str:
+    """A Redis database of the test's own: no other worker of the session reads its queues."""
+    import redis
+
+    base, _, db = redis_url.rpartition("/")
+    url = f"{base}/{(int(db or 0) + 5) % 16}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def workers(database_url: str, own_redis_url: str) -> Iterator[Callable[..., RunningWorker]]:
+    started: list[RunningWorker] = []
+
+    def factory(
+        queues: str, pool: str = "prefork", concurrency: int = 1, **env: str
+    ) -> RunningWorker:
+        worker = start_worker(
+            database_url=database_url,
+            redis_url=own_redis_url,
+            mnemonic=TEST_MNEMONIC,
+            concurrency=concurrency,
+            queues=queues,
+            env_overrides=env,
+            pool=pool,
+        )
+        started.append(worker)
+        return worker
+
+    yield factory
+    for worker in started:
+        worker.stop()
+
+
+def slow_mint(fresh_mint: Callable[..., RunningMint], version: str) -> RunningMint:
+    """Each payment takes PAYMENT_SECONDS; a check of its quote meanwhile says PENDING (by
+    default the FakeWallet's status check would report it settled at once)."""
+    return fresh_mint(
+        env_overrides={
+            "FAKEWALLET_DELAY_OUTGOING_PAYMENT": str(PAYMENT_SECONDS),
+            "FAKEWALLET_PAYMENT_STATE": "PENDING",
+        },
+        version=version,
+    )
+
+
+def send_while_paying(client: Celery, mint: RunningMint) -> None:
+    """Pay a slow invoice from one wallet and, meanwhile, send from another: the send is done
+    while the payment is still in flight, and the payment's caller gets it finalized."""
+    url = call(client, "cashu.mints.add", url=mint.url)["url"]
+    payer, sender = new_wallet_name("payer"), new_wallet_name("sender")
+    fund(client, payer, url, 300)
+    fund(client, sender, url, 100)
+
+    started = time.monotonic()
+    payment = client.send_task(
+        "cashu.melt.pay",
+        kwargs={"wallet": payer, "mint_url": url, "invoice": make_invoice(100)},
+        queue="cashu",
+    )
+    time.sleep(0.5)  # the pay step has sent the melt request by now
+    sent = call(client, "cashu.send.token", wallet=sender, mint_url=url, amount=10)
+    send_done = time.monotonic() - started
+
+    assert sent["state"] == "pending" and sent["token"]
+    assert not payment.ready(), "the payment finished before the send: the test proves nothing"
+    assert send_done < PAYMENT_SECONDS, f"the send waited {send_done:.1f} s behind the payment"
+    paid = payment.get(timeout=TIMEOUT)
+    assert paid["state"] == "finalized", paid
+    worst = paid["fee_reserve"] + paid["swap_fee"] + paid["input_fee"]
+    assert 0 <= paid["effective_fee"] <= worst
+    assert_balance(client, payer, spendable=300 - 100 - paid["effective_fee"])
+    assert_balance(client, sender, spendable=100 - 10 - sent["fee"], pending=10)
+
+
+@pytest.mark.parametrize("version", MINT_VERSIONS)
+def test_one_worker_process_serves_a_send_while_an_asynchronous_payment_is_in_flight(
+    workers: Callable[..., RunningWorker], fresh_mint: Callable[..., RunningMint], version: str
+) -> None:
+    worker = workers("cashu,cashu.beat,cashu.lightning")
+
+    send_while_paying(worker.client, slow_mint(fresh_mint, version))
+
+
+def test_without_asynchronous_melts_the_payment_waits_on_the_lightning_workers_not_the_public_ones(
+    workers: Callable[..., RunningWorker], fresh_mint: Callable[..., RunningMint]
+) -> None:
+    public = workers("cashu,cashu.beat", CASHU_ASYNC_MELTS="false")
+    # as scripts/run.sh starts it: threads, for steps that mostly wait on the mint
+    workers("cashu.lightning", pool="threads", concurrency=4, CASHU_ASYNC_MELTS="false")
+
+    send_while_paying(public.client, slow_mint(fresh_mint, MINT_VERSIONS[0]))
