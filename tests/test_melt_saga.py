@@ -8,7 +8,9 @@ Every test ends on balances, ours and where it matters the mint's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from mint_harness import RunningMint, make_invoice, make_invoice_without_amount
@@ -569,3 +571,63 @@ def test_a_paid_melt_whose_fee_would_come_out_negative_is_not_finalized() -> Non
 
     with pytest.raises(MeltCostError):
         melt_saga._store_change_and_finalize(None, op, quote, change)  # type: ignore[arg-type]
+
+
+# --- a step handed on whose message never arrived ------------------------------------------------
+
+
+def test_a_pay_step_that_never_started_is_left_alone_within_the_grace_then_handed_on_again(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    prepared = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    begun = melt_saga.begin(saga_context, prepared["id"])  # its pay step's message is lost
+    assert begun.view["state"] == "executing" and begun.next_step == "pay"
+    handed_on: list[tuple[str, str | None]] = []
+
+    def hand_on(kind: str, progress) -> None:
+        handed_on.append((kind, progress.next_step))
+
+    def sweep(ctx: SagaContext) -> dict:
+        return run_recovery(ctx, lock=no_lock, kinds={"melt"}, hand_on=hand_on)
+
+    sweep(saga_context)  # within the grace: the step may only be queued behind others
+    assert handed_on == []
+    assert melt_saga.get_by_quote(saga_context, mint_url, prepared["quote_id"])["state"] == (
+        "executing"
+    )
+
+    no_grace = dataclasses.replace(saga_context, handoff_grace=timedelta(0))
+    sweep(no_grace)
+    sweep(saga_context)  # handed on, touched: the next sweep waits the grace again
+    assert handed_on == [("melt", "pay")]
+
+    paid = melt_saga.execute(saga_context, prepared["id"])  # the step, run at last
+    assert paid["state"] == "finalized"
+    assert 0 <= paid["effective_fee"] <= _worst_cost(prepared)
+    assert_all_spendable(saga_context, wallet_id, 300 - 100 - paid["effective_fee"])
+
+
+def test_a_pay_step_run_again_after_its_answer_was_lost_never_releases_on_a_refused_connection(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    fund(saga_context, wallet_id, mint_url, 300)
+    prepared = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
+    melt_saga.begin(saga_context, prepared["id"])
+    lost = CutOnce("/v1/melt/bolt11", "lost")  # the mint pays; its answer never arrives
+    assert melt_saga.pay_step(with_transport(saga_context, lost), prepared["id"]).view["state"] == (
+        "executing"
+    )
+
+    # The same step again (a duplicate message, a redelivery), the mint now unreachable: a
+    # refused connection says nothing about the first request, which the mint acted on.
+    refused = CutOnce("/v1/melt/bolt11", "refused")
+    again = melt_saga.pay_step(with_transport(saga_context, refused), prepared["id"])
+
+    assert again.view["state"] == "executing"
+    assert again.view["error"]["code"] == "MINT_UNREACHABLE"
+    done = recover_until_settled(saga_context, prepared["id"])
+    assert done.state == "finalized"
+    cost = 300 - 100 - bal(saga_context, wallet_id)["total"]
+    assert 0 <= cost <= _worst_cost(prepared) and done.data["effective_fee"] == cost
+    assert_all_spendable(saga_context, wallet_id, 300 - 100 - cost)
