@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -39,6 +39,8 @@ OPERATIONS, EVENTS = Operation.__table__, Event.__table__
 # The engine's statements are built once: every step runs several, and building one
 # costs more Python than Postgres takes to run it. The compare-and-set and the event
 # insert take their SET and VALUES columns from the parameters they are executed with.
+# Every time written or compared is the database's (now()), never a worker's clock: a host
+# whose clock runs ahead must not steal claims or see operations as older than they are.
 OPERATION_BY_ID = (
     select(Operation)
     .where(Operation.id == bindparam("operation_id"))
@@ -52,8 +54,10 @@ COMPARE_AND_SET = (
         OPERATIONS.c.state == bindparam("cas_state"),
         OPERATIONS.c.version == bindparam("cas_version"),
     )
+    .values(updated_at=func.now())
     .returning(*OPERATIONS.c)
 )
+COMPARE_AND_SET_FINAL = COMPARE_AND_SET.values(finalized_at=func.now())  # into a terminal state
 INSERT_EVENT = insert(EVENTS)
 OPERATION_COLUMNS = frozenset(OPERATIONS.c.keys())
 
@@ -65,6 +69,8 @@ class SagaContext:
     uow: UnitOfWork
     mint_client: Callable[[str], MintClient]
     wallet_seed: Callable[[str], bytes]
+    # The worker's clock, only for times others wrote (an invoice's or a quote's expiry);
+    # every time the database wrote is compared with its own now().
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     network: str = "bc"  # the Lightning network invoices must be for (BOLT 11 prefix)
     # Ask the mint to pay in the background (NUT-05 prefer_async) and settle from its quote
@@ -183,11 +189,9 @@ def transition(
         raise InvalidStateError(f"{op.kind} operation cannot go from {op.state} to {to}")
     # A state change also ends any poller's claim, so the same sweep can see it again.
     values: dict[str, Any] = {"state": to, "claimed_until": None, **columns}
-    if to in spec.terminal:
-        values["finalized_at"] = datetime.now(UTC)
     if error is not None or clear_error:
         values.update(_error_columns(error))
-    _compare_and_set(session, op, values, data)
+    _compare_and_set(session, op, values, data, final=to in spec.terminal)
     if to in spec.evented:
         record_event(session, op)
     return op
@@ -231,7 +235,12 @@ def update_operation(
 
 
 def _compare_and_set(
-    session: Session, op: Operation, values: dict[str, Any], data: dict[str, Any] | None
+    session: Session,
+    op: Operation,
+    values: dict[str, Any],
+    data: dict[str, Any] | None,
+    *,
+    final: bool = False,
 ) -> Operation:
     """One UPDATE ... WHERE state and version are still what we read ... RETURNING the row,
     copied into `op` as its committed state. Core, not an ORM bulk update: every step
@@ -244,13 +253,12 @@ def _compare_and_set(
     row = (
         session.connection()
         .execute(
-            COMPARE_AND_SET,
+            COMPARE_AND_SET_FINAL if final else COMPARE_AND_SET,
             {
                 "cas_id": op.id,
                 "cas_state": op.state,
                 "cas_version": op.version,
                 "version": op.version + 1,
-                "updated_at": datetime.now(UTC),
                 **values,
             },
         )
@@ -324,15 +332,16 @@ def claim_operations(
     *,
     limit: int = 100,
     lease_seconds: int = 60,
-    older_than: datetime | None = None,
+    min_age: timedelta | None = None,
     exclude: Collection[uuid.UUID] = (),
 ) -> list[Claimed]:
-    """Claim up to `limit` operations in `state` (none of `exclude`) for one sweep.
+    """Claim up to `limit` operations in `state` (none of `exclude`; with `min_age`, only
+    those that last moved at least that long ago) for one sweep.
 
     FOR UPDATE SKIP LOCKED plus a lease: two beats, or overlapping ticks, never
     claim the same row, and a claim left by a dead worker lapses by itself.
     """
-    now = datetime.now(UTC)
+    now = func.now()
     candidates = (
         select(Operation.id)
         .where(
@@ -346,8 +355,8 @@ def claim_operations(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    if older_than is not None:
-        candidates = candidates.where(Operation.updated_at < older_than)
+    if min_age is not None:
+        candidates = candidates.where(Operation.updated_at < now - min_age)
     if exclude:
         candidates = candidates.where(Operation.id.not_in(list(exclude)))
     stmt = (

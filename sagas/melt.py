@@ -300,7 +300,7 @@ def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
             # Handed on to a step not started yet (a queue backlog), or whose message was
             # lost: leave it `handoff_grace`, then hand it on again, touched so that the
             # next sweep waits as long before it does.
-            if ctx.now() - op.updated_at < ctx.handoff_grace:
+            if session.scalar(select(func.now())) - op.updated_at < ctx.handoff_grace:
                 return Progress(operation_view(op))
             update_operation(session, op)
             return _carry_on(op)

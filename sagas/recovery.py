@@ -95,7 +95,7 @@ def run_recovery(
                         state,
                         limit=min(CLAIM_ROUND, batch - len(seen)),
                         lease_seconds=CLAIM_LEASE_SECONDS,
-                        older_than=ctx.now() - min_age if min_age else None,
+                        min_age=min_age,
                         exclude=seen,
                     )
                 if not claimed:
