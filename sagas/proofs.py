@@ -21,6 +21,7 @@ from sqlalchemy import (
     CompoundSelect,
     Integer,
     Row,
+    String,
     bindparam,
     func,
     literal,
@@ -39,6 +40,9 @@ from nuts.outputs import proof_y
 from sagas.errors import InsufficientBalanceError
 
 RESERVE_ATTEMPTS = 8
+RESERVATION_TURN = select(
+    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key", type_=String), 0))
+)
 PROOFS = Proof.__table__
 
 # The statements of every operation's hot path are built once, as the engine's are: building
@@ -283,6 +287,10 @@ def select_and_reserve(
                 chosen = []
         return chosen or select_proofs(candidates, amount, fee_ppk, include_fees=include_fees)
 
+    # One wallet's reservations at one mint in one unit take turns (until this transaction
+    # ends): two at once would read the same spendable rows, and the one whose rows were
+    # taken would read them again on every attempt while the other's transaction runs.
+    session.execute(RESERVATION_TURN, {"key": f"{wallet}\n{mint_url}\n{unit}"})
     for _ in range(RESERVE_ATTEMPTS):
         try:
             # A bounded read first; the whole wallet only when that cannot cover the amount.

@@ -220,9 +220,7 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state == "finalized":
             raise InvalidStateError("the send is finalized: its token was claimed")
         if op.state == "prepared":
-            release_proofs(session, op.id)
-            transition(session, op, "rolling_back")
-            transition(session, op, "rolled_back")
+            _release_and_roll_back(session, op)
             return operation_view(op)
         if op.state == "executing":
             raise InvalidStateError("the send is executing; it settles before it can roll back")
@@ -252,6 +250,24 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         view = operation_view(op)
     raise_if_never_sent(outcome)
     return view
+
+
+def cancel(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
+    """Release the inputs of a prepared send. Only a prepared one: later, a token is out."""
+    with ctx.uow() as session:
+        op = get_operation(session, operation_id, KIND)
+        if op.state != "prepared":
+            raise InvalidStateError(
+                f"only a prepared send can be cancelled, this one is {op.state}"
+            )
+        _release_and_roll_back(session, op)
+        return operation_view(op)
+
+
+def _release_and_roll_back(session: Session, op: Operation) -> None:
+    release_proofs(session, op.id)
+    transition(session, op, "rolling_back")
+    transition(session, op, "rolled_back")
 
 
 def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100) -> dict:

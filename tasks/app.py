@@ -28,7 +28,7 @@ from beat_schedule import make_beat_schedule
 from models.db import dispose_engines
 from nuts.client import close_mint_clients
 from nuts.errors import CashuError
-from sagas.errors import SagaError, Severity
+from sagas.errors import InvalidAmountError, InvalidRequestError, SagaError, Severity
 from tasks import arguments, log_format
 from tasks.config import Settings, get_settings
 
@@ -245,11 +245,22 @@ class CashuTask(Task):
     Request = RedactingRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        in_worker = bool(request.id and not request.is_eager and request.delivery_info)
+        try:
+            return self._call(in_worker, *args, **kwargs)
+        except (InvalidRequestError, InvalidAmountError):
+            if in_worker:  # a step of a chain refused its arguments: see steps.py
+                from tasks.steps import cancel_what_a_chain_prepared
+
+                cancel_what_a_chain_prepared(args, kwargs)
+            raise
+
+    def _call(self, in_worker: bool, *args: Any, **kwargs: Any) -> Any:
         # Unknown, missing or surplus arguments: InvalidRequestError naming the argument,
         # before anything runs (each task checks its arguments' values: tasks/arguments.py).
         arguments.check_call(self.name, self.run, args, kwargs)
         request = self.request
-        in_worker = bool(request.id and not request.is_eager and request.delivery_info)
         if in_worker:
             if _redelivered(request.delivery_info):  # a first delivery needs no count
                 try:

@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 from celery import Task, current_task
 from celery.canvas import Signature
 
+from nuts.errors import CashuError
+from sagas import melt as melt_saga
+from sagas import send as send_saga
 from sagas.engine import Progress
 from sagas.recovery import POLL_STEP
 from tasks.app import app
@@ -30,6 +33,11 @@ from tasks.locks import operation_lock
 from tasks.log_format import bind
 
 T = TypeVar("T")
+# The operations that hold funds while prepared, and how each lets them go.
+CANCEL_PREPARED: dict[str, Callable[..., dict[str, Any]]] = {
+    "send": send_saga.cancel,
+    "melt": melt_saga.cancel,
+}
 
 
 def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -117,3 +125,23 @@ def _lock_wait() -> float:
     request = current_task.request if current_task else None
     delivery = getattr(request, "delivery_info", None) or {}
     return get_settings().lock_lease_seconds + 1 if delivery.get("redelivered") else 0.0
+
+
+def cancel_what_a_chain_prepared(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A step that refused its own arguments was handed the Operation its predecessor in a
+    chain prepared: the chain has failed, so a send or melt still prepared releases its
+    inputs now instead of holding them until the stale-prepared sweep (a day). An id passed
+    by hand is a caller's own to retry with better arguments, and is left alone."""
+    handed = args[0] if args else kwargs.get("operation_id")
+    if not (isinstance(handed, dict) and handed.get("state") == "prepared"):
+        return
+    cancel = CANCEL_PREPARED.get(handed.get("kind"))  # type: ignore[arg-type]
+    try:
+        operation_id = str(uuid.UUID(str(handed.get("id"))))
+        if cancel is not None:
+            with operation_lock(operation_id):
+                cancel(saga_context(), operation_id)
+    except (ValueError, CashuError):  # no such operation, it moved on, or someone holds it
+        return
+    finally:
+        request_relay()

@@ -193,3 +193,25 @@ def proxy(celery_client, test_mint: RunningMint) -> Iterator:
         # the proxy's URL dies with it: never contact it again
         call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
         slow.stop()
+
+
+@pytest.fixture
+def own_mint(
+    celery_client, fresh_mint: Callable[..., RunningMint], test_mint: RunningMint
+) -> Iterator[Callable[..., tuple[RunningMint, str]]]:
+    """own_mint(env) -> (mint, url): a test's own mint, of test_mint's version (a module
+    may run its tests against each), registered through cashu.mints.add. Untrusted at test
+    end: its port dies with it, and recovery must never ask it again."""
+    from task_helpers import call
+
+    urls: list[str] = []
+
+    def factory(env: dict[str, str] | None = None) -> tuple[RunningMint, str]:
+        mint = fresh_mint(env_overrides=env or {}, version=test_mint.version)
+        url = call(celery_client, "cashu.mints.add", url=mint.url)["url"]
+        urls.append(url)
+        return mint, url
+
+    yield factory
+    for url in urls:
+        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 from celery import Celery
@@ -127,26 +126,6 @@ def test_mint(
     """Every melt test runs against each pinned Nutshell version (both serve asynchronous
     melts; 0.21.0 checks the inputs before it answers PENDING, 0.20.2 after)."""
     return test_mint if request.param == test_mint.version else test_mint21
-
-
-@pytest.fixture
-def own_mint(
-    celery_client: Celery, fresh_mint: Callable[..., RunningMint], test_mint: RunningMint
-) -> Iterator[Callable[..., tuple[RunningMint, str]]]:
-    """own_mint(env) -> (mint, url): a test's own mint, of the version under test, registered
-    through cashu.mints.add. Untrusted at test end: its port dies with it, and recovery must
-    never ask it again."""
-    urls: list[str] = []
-
-    def factory(env: dict[str, str] | None = None) -> tuple[RunningMint, str]:
-        mint = fresh_mint(env_overrides=env or {}, version=test_mint.version)
-        url = call(celery_client, "cashu.mints.add", url=mint.url)["url"]
-        urls.append(url)
-        return mint, url
-
-    yield factory
-    for url in urls:
-        call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
 
 
 # --- 1. paid at once -------------------------------------------------------------------------
