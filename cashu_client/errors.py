@@ -532,6 +532,12 @@ class MeltCostError(SagaError):
     code = "MELT_COST_INVALID"
 
 
+class SeedMismatchError(SagaError):
+    """This process's master seed is not the one the database's wallets derive from."""
+
+    code = "SEED_MISMATCH"
+
+
 class TooManyDeliveriesError(SagaError):
     """The task's message was delivered too many times (its worker kept dying): given up."""
 

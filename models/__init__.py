@@ -1,8 +1,18 @@
 """SQLAlchemy 2.0 models and the unit of work."""
 
 from models.base import Base
-from models.mints import Keyset, KeysetCounter, Mint
+from models.mints import Keyset, KeysetCounter, Mint, SeedFingerprint
 from models.operations import Event, Operation
 from models.proofs import Proof, ProofState
 
-__all__ = ["Base", "Event", "Keyset", "KeysetCounter", "Mint", "Operation", "Proof", "ProofState"]
+__all__ = [
+    "Base",
+    "Event",
+    "Keyset",
+    "KeysetCounter",
+    "Mint",
+    "Operation",
+    "Proof",
+    "ProofState",
+    "SeedFingerprint",
+]

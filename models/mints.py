@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,3 +41,14 @@ class KeysetCounter(Base):
     wallet: Mapped[str] = mapped_column(Text, primary_key=True)
     keyset_id: Mapped[str] = mapped_column(String(66), primary_key=True)
     next_counter: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class SeedFingerprint(Timestamps, Base):
+    """The master seed every worker must derive from, as a fingerprint (never the seed):
+    stored by the first process that uses the database, checked by every later one."""
+
+    __tablename__ = "seed_fingerprint"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -189,3 +189,10 @@ class MeltCostError(SagaError):
 
     code = "MELT_COST_INVALID"
     severity = Severity.CRITICAL
+
+
+class SeedMismatchError(SagaError):
+    """This process's master seed is not the one the database's wallets derive from."""
+
+    code = "SEED_MISMATCH"
+    severity = Severity.CRITICAL

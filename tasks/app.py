@@ -404,16 +404,24 @@ app = make_app()
 
 
 @signals.worker_init.connect
+@signals.beat_init.connect
 def _check_configuration(**_: Any) -> None:
-    """Fail at startup, not at the first task, when the master mnemonic is missing or bad."""
+    """Fail at startup, not at the first task, when the master mnemonic is missing or bad,
+    or is not the one the database's wallets derive from. A database that does not answer
+    yet is no reason not to start: each process checks again before its first step."""
+    from sqlalchemy.exc import OperationalError
+
+    from sagas.errors import SeedMismatchError
     from tasks.config import MnemonicConfigError
-    from tasks.context import get_master_mnemonic
+    from tasks.context import check_master_seed
 
     try:
-        get_master_mnemonic()
-    except MnemonicConfigError as exc:
+        check_master_seed()
+    except (MnemonicConfigError, SeedMismatchError) as exc:
         logger.critical("cannot start: %s", exc)
         raise SystemExit(1) from None
+    except OperationalError as exc:
+        logger.warning("master seed not checked yet (database: %s)", type(exc).__name__)
 
 
 @signals.worker_process_init.connect

@@ -7,8 +7,9 @@ from functools import lru_cache, partial
 
 from models.db import unit_of_work
 from nuts.client import MintClient, get_mint_client
-from nuts.secrets import derive_wallet_seed
+from nuts.secrets import derive_wallet_seed, mnemonic_to_seed
 from sagas.engine import SagaContext
+from sagas.seed import check_seed, seed_fingerprint
 from tasks.config import get_settings, master_mnemonic
 
 
@@ -28,8 +29,18 @@ def mint_client(url: str) -> MintClient:
     return get_mint_client(url, timeout=settings.mint_timeout, melt_timeout=settings.melt_timeout)
 
 
+def check_master_seed() -> None:
+    """SeedMismatchError unless this process holds the master seed the database's wallets
+    derive from (the first process to ask stores its fingerprint)."""
+    fingerprint = seed_fingerprint(mnemonic_to_seed(get_master_mnemonic()))
+    with unit_of_work(get_settings().database_url) as session:
+        check_seed(session, fingerprint)
+
+
 @lru_cache(maxsize=1)
 def saga_context() -> SagaContext:
+    """The context of this process's steps, built once, after its seed was checked."""
+    check_master_seed()
     settings = get_settings()
     return SagaContext(
         uow=partial(unit_of_work, settings.database_url),
