@@ -165,13 +165,16 @@ def prepare(
     method: str = "bolt11",
     notify_task: str | None = None,
     max_fee: int | None = None,
+    unit: str = "sat",
 ) -> dict[str, Any]:
     """Quote the payment and reserve inputs for it; report every fee before anything moves.
 
-    With `max_fee`, a payment whose fees could come to more (Lightning fee reserve, swap
-    and input fees) raises FeeLimitExceededError and nothing is reserved.
+    `unit`: what the wallet pays with (the mint quotes the invoice in it); amounts, fees
+    and change are in that unit. With `max_fee`, a payment whose fees could come to more
+    (Lightning fee reserve, swap and input fees) raises FeeLimitExceededError and nothing
+    is reserved.
     """
-    return _prepare(ctx, wallet, mint_url, invoice, method, notify_task, max_fee)[0]
+    return _prepare(ctx, wallet, mint_url, invoice, method, notify_task, max_fee, unit)[0]
 
 
 def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
@@ -222,13 +225,14 @@ def prepare_and_begin(
     method: str = "bolt11",
     notify_task: str | None = None,
     max_fee: int | None = None,
+    unit: str = "sat",
     *,
     operation_id: uuid.UUID | None = None,
 ) -> Progress:
     """prepare, then begin with the inputs prepare reserved (`operation_id`: the id to give
     the new operation; its caller holds its lock)."""
     _, reserved = _prepare(
-        ctx, wallet, mint_url, invoice, method, notify_task, max_fee, operation_id
+        ctx, wallet, mint_url, invoice, method, notify_task, max_fee, unit, operation_id
     )
     return _begin(ctx, reserved)
 
@@ -450,6 +454,7 @@ def _prepare(
     method: str,
     notify_task: str | None,
     max_fee: int | None,
+    unit: str,
     operation_id: uuid.UUID | None = None,
 ) -> tuple[dict[str, Any], _Reserved]:
     """prepare's work: the Operation JSON, and the reservation as execute needs it."""
@@ -458,21 +463,23 @@ def _prepare(
     if max_fee is not None and (
         isinstance(max_fee, bool) or not isinstance(max_fee, int) or max_fee < 0
     ):
-        raise InvalidAmountError(f"max_fee must be a whole number of sat, 0 or more: {max_fee!r}")
-    amount = invoice_amount(invoice, ctx.now().timestamp(), ctx.network)
+        raise InvalidAmountError(f"max_fee must be a whole number, 0 or more: {max_fee!r}")
+    sats = invoice_amount(invoice, ctx.now().timestamp(), ctx.network)
     with ctx.uow() as session:
         mint_url, keysets = trusted_keysets(session, mint_url)
-        keyset = active_keyset(keysets, "sat", mint_url)
+        keyset = active_keyset(keysets, unit, mint_url)  # UnsupportedUnitError
         _refuse_a_second_payment(session, invoice)
         # No quote for a payment the wallet cannot make. The bounded read answers at
-        # once for a wallet that can; only a short one is summed in full.
-        quick = spendable_candidates(session, wallet, mint_url, keyset.unit, covering=amount)
-        if sum(c.amount for c in quick) < amount:
-            spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
-            if spendable < amount:
-                raise InsufficientBalanceError(
-                    f"wallet {wallet!r} has {spendable} sat, needs {amount}+"
-                )
+        # once for a wallet that can; only a short one is summed in full. In another unit
+        # the amount is known only from the quote: reserving below says it then.
+        if unit == "sat":
+            quick = spendable_candidates(session, wallet, mint_url, unit, covering=sats)
+            if sum(c.amount for c in quick) < sats:
+                spendable = balance(session, wallet, mint_url=mint_url)["spendable"]
+                if spendable < sats:
+                    raise InsufficientBalanceError(
+                        f"wallet {wallet!r} has {spendable} sat, needs {sats}+"
+                    )
     quote = ctx.mint_client(mint_url).create_melt_quote(invoice, keyset.unit, method)
     needed = quote.amount + quote.fee_reserve
     fees = fee_ppk(keysets)
@@ -524,7 +531,7 @@ def _prepare(
         if max_fee is not None and worst_fee > max_fee:
             # Raised inside the transaction: the operation and its reservation vanish.
             raise FeeLimitExceededError(
-                f"paying {quote.amount} sat could cost up to {worst_fee} sat in fees "
+                f"paying {quote.amount} {unit} could cost up to {worst_fee} {unit} in fees "
                 f"(max_fee {max_fee})"
             )
         op = update_operation(session, op, data=data)

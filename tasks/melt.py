@@ -62,6 +62,7 @@ def prepare(
     method: str = "bolt11",
     notify_task: str | None = None,
     max_fee: int | None = None,
+    unit: str = "sat",
 ) -> dict[str, Any]:
     return run_step(
         melt_saga.prepare,
@@ -71,6 +72,7 @@ def prepare(
         valid.method(method),
         valid.notify_task(notify_task),
         max_fee=valid.max_fee(max_fee),
+        unit=valid.unit(unit),
     )
 
 
@@ -84,6 +86,7 @@ def pay(
     max_fee: int | None = None,
     notify_task: str | None = None,
     wait: bool = True,
+    unit: str = "sat",
 ) -> dict[str, Any]:
     """prepare + execute in one call, for callers that need not see the fees first;
     max_fee bounds them."""
@@ -97,6 +100,7 @@ def pay(
         valid.method(method),
         valid.notify_task(notify_task),
         valid.max_fee(max_fee),
+        valid.unit(unit),
     )
     return hand_on(self, KIND, progress, wait=wait)
 
