@@ -201,6 +201,28 @@ class RedactingLogFilter(logging.Filter):
         return True
 
 
+QUIET_TASKS = ("cashu.beat.", "cashu.events.")  # the beat's ticks and the event relay
+
+
+class QuietTicksFilter(logging.Filter):
+    """An idle system is quiet: the beat sending its ticks, and a worker receiving and
+    finishing them, log at INFO only when Celery's logging is at DEBUG. A tick that moved
+    something says so in its own line (tasks/recovery.py); a failed one logs as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _about_a_tick(record):
+            return True
+        return logging.getLogger("celery").isEnabledFor(logging.DEBUG)
+
+
+def _about_a_tick(record: logging.LogRecord) -> bool:
+    data = getattr(record, "data", None)  # the worker's received / succeeded lines
+    names = [data.get("name")] if isinstance(data, dict) else []
+    if isinstance(record.args, tuple):  # beat: "Scheduler: Sending due task %s (%s)"
+        names += record.args
+    return any(isinstance(n, str) and n.startswith(QUIET_TASKS) for n in names)
+
+
 def _redact_log_arg(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
@@ -216,6 +238,7 @@ def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
         for handler in getattr(target, "handlers", ()):
             if not any(isinstance(f, RedactingLogFilter) for f in handler.filters):
                 handler.addFilter(RedactingLogFilter())
+                handler.addFilter(QuietTicksFilter())
 
 
 @signals.after_setup_logger.connect
@@ -243,6 +266,13 @@ class CashuTask(Task):
 
     throws = (CashuError,)  # logged without a traceback; the caller gets the typed error
     Request = RedactingRequest
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The beat's ticks and the relay send no task events: Flower (and any event
+        # consumer) shows the users' own tasks, not a tick every two seconds.
+        super().__init_subclass__(**kwargs)
+        if str(getattr(cls, "name", "") or "").startswith(QUIET_TASKS):
+            cls.send_events = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+
+from celery import current_task
 
 from sagas import melt, mint, receive, send  # noqa: F401  (each registers its recovery rules)
 from sagas.engine import Progress
@@ -13,6 +16,8 @@ from tasks.context import saga_context
 from tasks.events import request_relay
 from tasks.locks import operation_lock
 from tasks.steps import step_signature
+
+logger = logging.getLogger(__name__)
 
 
 def _sweep(**filters: object) -> dict[str, int]:
@@ -28,6 +33,7 @@ def _sweep(**filters: object) -> dict[str, int]:
         raise
     if any(n for key, n in counts.items() if key != "skipped"):
         request_relay()  # something moved: publish its events now, not at the next tick
+        logger.info("recovery %s: %s", current_task.name if current_task else "sweep", counts)
     return counts
 
 

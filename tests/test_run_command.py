@@ -286,6 +286,13 @@ def test_run_command_serves_flower_metrics_and_stops_on_ctrl_c(run_command: RunC
     log = run.log()
     prefixes = {line.partition(" | ")[0].strip() for line in log.splitlines() if " | " in line}
     assert {"worker", "lightning", "beat", "flower"} <= prefixes, prefixes
+    # quiet by default: the beat's ticks, sent every few seconds meanwhile, log nothing
+    ticks = [
+        line
+        for line in log.splitlines()
+        if "Sending due task" in line or "cashu.beat." in line and "Task " in line
+    ]
+    assert ticks == [], ticks[:5]
 
     # 5. Ctrl-C: everything stops
     assert run.proc is not None
