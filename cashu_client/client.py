@@ -477,6 +477,10 @@ class CashuClient:
         """The Operation, or None when no operation has this id."""
         return self.call("cashu.ops.get", operation_id=operation_id)
 
+    def ops_audit(self, operation_id: str) -> dict[str, Any]:
+        """Every transition of the operation, oldest first: {operation_id, transitions}."""
+        return self.call("cashu.ops.audit", operation_id=operation_id)
+
     def ops_list(
         self,
         wallet: str,

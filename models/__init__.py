@@ -2,10 +2,11 @@
 
 from models.base import Base
 from models.mints import Keyset, KeysetCounter, Mint, SeedFingerprint
-from models.operations import Event, Operation
+from models.operations import AuditRecord, Event, Operation
 from models.proofs import Proof, ProofState
 
 __all__ = [
+    "AuditRecord",
     "Base",
     "Event",
     "Keyset",

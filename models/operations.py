@@ -92,3 +92,26 @@ class Event(Base):
         DateTime(timezone=True), server_default=text("now()"), nullable=False
     )
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditRecord(Base):
+    """Append-only: one row per transition of an operation, written in its transaction.
+    What moved is counted from the operation's proofs (never a secret): its inputs by
+    state (`in:<state>`) and the proofs it brought in (`out:<state>`), each [count, sum]."""
+
+    __tablename__ = "operation_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    operation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("operations.id"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    from_state: Mapped[str] = mapped_column(Text, nullable=False)
+    to_state: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    proofs: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    fee: Mapped[int | None] = mapped_column(BigInteger)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()"), nullable=False
+    )

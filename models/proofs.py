@@ -40,6 +40,6 @@ class Proof(Timestamps, Base):
     dleq: Mapped[dict | None] = mapped_column(JSONB)
     witness: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(Text, nullable=False, default=ProofState.UNSPENT)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     used_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     spent_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import Uuid, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -59,6 +59,26 @@ COMPARE_AND_SET = (
 )
 COMPARE_AND_SET_FINAL = COMPARE_AND_SET.values(finalized_at=func.now())  # into a terminal state
 INSERT_EVENT = insert(EVENTS)
+# The audit record of a transition: what the operation's proofs are now, counted by state,
+# its inputs (`in:`) apart from what it brought in (`out:`). One statement, index lookups.
+INSERT_AUDIT = text(
+    """
+    INSERT INTO operation_audit
+        (operation_id, kind, from_state, to_state, version, proofs, fee, error_code)
+    SELECT :operation_id, :kind, :from_state, :to_state, :version,
+        coalesce((
+            SELECT jsonb_object_agg(moved.key, jsonb_build_array(moved.n, moved.total))
+            FROM (
+                SELECT CASE WHEN used_by = :operation_id THEN 'in:' ELSE 'out:' END || state
+                    AS key, count(*) AS n, sum(amount) AS total
+                FROM proofs
+                WHERE used_by = :operation_id OR created_by = :operation_id
+                GROUP BY 1
+            ) AS moved
+        ), '{}'::jsonb),
+        :fee, :error_code
+    """
+).bindparams(bindparam("operation_id", type_=Uuid))
 OPERATION_COLUMNS = frozenset(OPERATIONS.c.keys())
 
 
@@ -191,10 +211,29 @@ def transition(
     values: dict[str, Any] = {"state": to, "claimed_until": None, **columns}
     if error is not None or clear_error:
         values.update(_error_columns(error))
+    before = op.state
     _compare_and_set(session, op, values, data, final=to in spec.terminal)
+    _audit(session, op, before)
     if to in spec.evented:
         record_event(session, op)
     return op
+
+
+def _audit(session: Session, op: Operation, from_state: str) -> None:
+    from sagas.history import operation_fee  # the fee as a statement shows it
+
+    session.connection().execute(
+        INSERT_AUDIT,
+        {
+            "operation_id": op.id,
+            "kind": op.kind,
+            "from_state": from_state,
+            "to_state": op.state,
+            "version": op.version,
+            "fee": operation_fee(op),
+            "error_code": op.error_code,
+        },
+    )
 
 
 def record_error(
@@ -316,6 +355,8 @@ def operation_view(op: Operation) -> dict[str, Any]:
     for stamp in ("created_at", "updated_at", "finalized_at"):
         value = getattr(op, stamp)
         view[stamp] = value.isoformat() if value else None
+    if op.finalized_at is not None and op.created_at is not None:  # how long it took
+        view["duration_ms"] = round((op.finalized_at - op.created_at).total_seconds() * 1000)
     return view
 
 

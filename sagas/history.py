@@ -4,8 +4,12 @@ No table of its own: each operation is one entry, newest first. An entry carries
 user's statement would show and nothing that spends money: no token, proofs, outputs or
 secrets (only the fields below are ever read from Operation.data).
 
-    {operation_id, kind, state, amount, unit, mint_url, fee, direction,
-     created_at, updated_at, finalized_at, error}
+    {operation_id, kind, type, state, amount, unit, mint_url, fee, direction,
+     change_amount (melt), created_at, updated_at, finalized_at, error}
+
+type is the entry's transaction type: minted, melted, sent, received. A melt's change
+comes back inside its own entry (change_amount; its fee is net of it), not as an entry of
+its own, so the sum rule below holds per entry.
 
 amount is what moved before fees (send: the amount asked for; receive: what the token was
 worth, its fee not yet taken; mint/melt: the quote's amount). Once every operation of a
@@ -27,14 +31,17 @@ or null.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Operation
+from models import AuditRecord, Operation
 from sagas.engine import SPECS, list_operations
 
 DIRECTION = {"mint": "in", "receive": "in", "send": "out", "melt": "out"}
+TRANSACTION_TYPE = {"mint": "minted", "receive": "received", "send": "sent", "melt": "melted"}
 TERMINAL = frozenset({"finalized", "rolled_back", "failed"})  # kinds not registered here
 
 
@@ -46,9 +53,10 @@ def history(session: Session, wallet: str, limit: int = 25, offset: int = 0) -> 
 
 
 def history_entry(op: Operation) -> dict[str, Any]:
-    return {
+    entry = {
         "operation_id": str(op.id),
         "kind": op.kind,
+        "type": TRANSACTION_TYPE.get(op.kind),
         "state": op.state,
         "amount": _int((op.data or {}).get("token_amount")) if op.kind == "receive" else op.amount,
         "unit": op.unit,
@@ -60,6 +68,28 @@ def history_entry(op: Operation) -> dict[str, Any]:
         "finalized_at": _iso(op.finalized_at),
         "error": op.error_code,
     }
+    if op.kind == "melt":
+        entry["change_amount"] = _int((op.data or {}).get("change_amount"))
+    return entry
+
+
+def audit_trail(session: Session, operation_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every transition of the operation, oldest first (the append-only audit records)."""
+    rows = session.scalars(
+        select(AuditRecord).where(AuditRecord.operation_id == operation_id).order_by(AuditRecord.id)
+    )
+    return [
+        {
+            "from": row.from_state,
+            "to": row.to_state,
+            "version": row.version,
+            "proofs": row.proofs,
+            "fee": row.fee,
+            "error": row.error_code,
+            "at": _iso(row.at),
+        }
+        for row in rows
+    ]
 
 
 def operation_fee(op: Operation) -> int:

@@ -145,6 +145,7 @@ SPEC = register(
             "needs_swap",
             "input_amount",
             "expiry",
+            "keep_amount",
             "change_amount",
             "effective_fee",
             "preimage",
@@ -837,6 +838,7 @@ def _store_change_and_finalize(
         op,
         "finalized",
         data={
+            "keep_amount": kept,
             "change_amount": change_amount,
             "effective_fee": effective_fee,
             "preimage": quote.payment_preimage,

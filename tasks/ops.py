@@ -8,6 +8,7 @@ from typing import Any
 from models import Operation
 from sagas.engine import list_operations, operation_view
 from sagas.errors import OperationNotFoundError
+from sagas.history import audit_trail
 from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
@@ -23,6 +24,18 @@ def get(operation_id: str) -> dict[str, Any] | None:
     with saga_context().uow() as session:
         op = session.get(Operation, uuid.UUID(op_id))
         return operation_view(op) if op is not None else None
+
+
+@app.task(name="cashu.ops.audit")
+def audit(operation_id: str) -> dict[str, Any]:
+    """{"operation_id", "transitions": [{from, to, version, proofs, fee, error, at}]}: every
+    transition, oldest first; proofs counts the operation's inputs ("in:<state>") and what
+    it brought in ("out:<state>") as [count, sum]. Never a secret."""
+    op_id = valid.operation_id(operation_id)
+    with saga_context().uow() as session:
+        if session.get(Operation, uuid.UUID(op_id)) is None:
+            raise OperationNotFoundError(f"no operation {op_id}")
+        return {"operation_id": op_id, "transitions": audit_trail(session, uuid.UUID(op_id))}
 
 
 @app.task(name="cashu.ops.list")
