@@ -362,12 +362,12 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Take back the inputs of a pending melt whose quote the mint confirms UNPAID (a swap)."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state == "rolling_back":
-            return _resume_reclaim(ctx, op.id)
-        if op.state != "pending":
-            raise InvalidStateError(f"only a pending melt can be reclaimed, this one is {op.state}")
+        op_id, state, quote_id, method = op.id, op.state, op.quote_id, op.method
+        if state not in ("rolling_back", "pending"):
+            raise InvalidStateError(f"only a pending melt can be reclaimed, this one is {state}")
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, quote_id, method = op.id, op.quote_id, op.method
+    if state == "rolling_back":  # no transaction is open while the mint is asked
+        return _resume_reclaim(ctx, op_id)
     quote = ctx.mint_client(mint_url).check_melt_quote(quote_id, method)
     if quote.state != MeltQuoteState.UNPAID:
         raise InvalidStateError(f"the melt quote is {quote.state}, not UNPAID: nothing to reclaim")
@@ -676,10 +676,11 @@ def _preflight(
     pending = [s.Y for s in states if s.state == ProofSpentState.PENDING]
     if not spent and not pending:
         return None
-    report = {
-        "DB_RESERVED_MINT_SPENT": {"severity": "HIGH", "count": len(spent)},
-        "DB_RESERVED_MINT_PENDING": {"severity": "MEDIUM", "count": len(pending)},
-    }
+    from sagas.reconcile import severity_report  # the table check_proofs classifies with too
+
+    report = severity_report(
+        {"DB_RESERVED_MINT_SPENT": len(spent), "DB_RESERVED_MINT_PENDING": len(pending)}
+    )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state != "prepared":
