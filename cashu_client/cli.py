@@ -26,7 +26,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from cashu_client.client import DEFAULT_QUEUE, DEFAULT_TIMEOUT, CashuClient, redact
 from cashu_client.errors import (
@@ -367,7 +367,9 @@ def cmd_events_follow(ctx: Context) -> int:
                 if a.wait is not None:
                     break  # nothing new within --wait seconds
                 continue
-            for stream_id, fields in reply[0][1]:
+            # [[stream, [(id, fields), ...]]] (RESP2, decoded): one stream was asked for
+            entries: list[tuple[str, dict[str, str]]] = cast(list[Any], reply)[0][1]
+            for stream_id, fields in entries:
                 last = stream_id
                 ctx.out.write(_event_line(stream_id, fields, as_json=a.json) + "\n")
                 ctx.out.flush()

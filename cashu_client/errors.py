@@ -600,10 +600,15 @@ def from_task_failure(
                 task_id=task_id,
                 task_name=task_name,
             )
-    kwargs = {"remote_type": name, "task_id": task_id, "task_name": task_name}
     if cls is CashuWorkerError:
-        return CashuWorkerError(CashuWorkerError.code, _message_of(exc), **kwargs)
-    return cls(_message_of(exc), **kwargs)
+        return CashuWorkerError(
+            CashuWorkerError.code,
+            _message_of(exc),
+            remote_type=name,
+            task_id=task_id,
+            task_name=task_name,
+        )
+    return cls(_message_of(exc), remote_type=name, task_id=task_id, task_name=task_name)
 
 
 __all__ = [

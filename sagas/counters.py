@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, select
+from typing import cast
+
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import KeysetCounter
 
-COUNTERS = KeysetCounter.__table__
+COUNTERS = cast(Table, KeysetCounter.__table__)
 _NEW_COUNTER = insert(COUNTERS).values(
     wallet=bindparam("wallet"), keyset_id=bindparam("keyset_id"), next_counter=bindparam("count")
 )
@@ -43,7 +45,8 @@ def raise_counter_to(session: Session, wallet: str, keyset_id: str, at_least: in
         )
         .returning(KeysetCounter.next_counter)
     )
-    return int(session.scalar(stmt))
+    counter: int = session.execute(stmt).scalar_one()
+    return counter
 
 
 def next_counter(session: Session, wallet: str, keyset_id: str) -> int:

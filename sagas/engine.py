@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Uuid, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Table, Uuid, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -34,7 +34,8 @@ from sagas.errors import (
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
 MAX_AMOUNT = 2_100_000_000_000_000  # every sat there will ever be
-OPERATIONS, EVENTS = Operation.__table__, Event.__table__
+OPERATIONS = cast(Table, Operation.__table__)
+EVENTS = cast(Table, Event.__table__)
 
 # The engine's statements are built once: every step runs several, and building one
 # costs more Python than Postgres takes to run it. The compare-and-set and the event
@@ -154,6 +155,16 @@ def drive(
 
 def event_type(spec: SagaSpec, state: str) -> str:
     return f"{spec.event_prefix}:{state.replace('_', '-')}"
+
+
+T = TypeVar("T")
+
+
+def present(value: T | None, what: str) -> T:
+    """A column every operation of its kind has (a mint's or melt's quote_id, an amount)."""
+    if value is None:
+        raise InvalidStateError(f"the operation has no {what}")
+    return value
 
 
 def new_operation(

@@ -71,6 +71,7 @@ from sagas.engine import (
     get_operation,
     new_operation,
     operation_view,
+    present,
     record_error,
     record_event,
     register,
@@ -305,7 +306,8 @@ def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
             # Handed on to a step not started yet (a queue backlog), or whose message was
             # lost: leave it `handoff_grace`, then hand it on again, touched so that the
             # next sweep waits as long before it does.
-            if session.scalar(select(func.now())) - op.updated_at < ctx.handoff_grace:
+            now = session.execute(select(func.now())).scalar_one()
+            if now - op.updated_at < ctx.handoff_grace:
                 return Progress(operation_view(op))
             update_operation(session, op)
             return _carry_on(op)
@@ -314,7 +316,8 @@ def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         if op.state not in ("pending", "executing", "rolling_back"):
             return Progress(operation_view(op))
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, state, quote_id, method = op.id, op.state, op.quote_id, op.method
+        op_id, state, method = op.id, op.state, op.method
+        quote_id = present(op.quote_id, "quote_id")
     if state == "rolling_back":
         return Progress(_resume_reclaim(ctx, op_id))
     try:
@@ -362,7 +365,8 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Take back the inputs of a pending melt whose quote the mint confirms UNPAID (a swap)."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        op_id, state, quote_id, method = op.id, op.state, op.quote_id, op.method
+        op_id, state, method = op.id, op.state, op.method
+        quote_id = present(op.quote_id, "quote_id")
         if state not in ("rolling_back", "pending"):
             raise InvalidStateError(f"only a pending melt can be reclaimed, this one is {state}")
         mint_url = require_trusted_mint(session, op.mint_url)
@@ -517,7 +521,7 @@ def _prepare(
         melt_fee = (
             fee_for_ppks([keyset.input_fee_ppk] * len(split_amount(exact))) if needs_swap else fee
         )
-        data = {
+        data: dict[str, Any] = {
             "request": invoice,
             "expiry": quote.expiry,
             "fee_reserve": quote.fee_reserve,
@@ -528,7 +532,7 @@ def _prepare(
             "melt_input": melt_input,
             "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
         }
-        worst_fee = quote.fee_reserve + data["swap_fee"] + melt_fee
+        worst_fee = quote.fee_reserve + (fee if needs_swap else 0) + melt_fee
         if max_fee is not None and worst_fee > max_fee:
             # Raised inside the transaction: the operation and its reservation vanish.
             raise FeeLimitExceededError(
@@ -583,7 +587,7 @@ class _MeltRequest:
         return cls(
             op.id,
             op.mint_url,
-            op.quote_id,
+            present(op.quote_id, "quote_id"),
             op.method,
             inputs,
             blanks,

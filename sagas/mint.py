@@ -51,6 +51,7 @@ from sagas.engine import (
     get_operation,
     new_operation,
     operation_view,
+    present,
     record_error,
     record_event,
     register,
@@ -219,7 +220,8 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state in SPEC.terminal or op.state == "init":
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, state, quote_id, method = op.id, op.state, op.quote_id, op.method
+        op_id, state, method = op.id, op.state, op.method
+        quote_id = present(op.quote_id, "quote_id")
     try:
         quote = ctx.mint_client(mint_url).check_mint_quote(quote_id, method)
     except (MintAmbiguousError, MintRejectedError) as exc:
@@ -283,7 +285,8 @@ def _write_outputs_ahead(
     data: dict[str, Any] = {}
     if not op.data.get("outputs"):
         keyset = active_keyset(keysets, op.unit, op.mint_url)
-        amounts = split_for_wallet(session, op.wallet, op.mint_url, op.unit, op.amount)
+        amount = present(op.amount, "amount")
+        amounts = split_for_wallet(session, op.wallet, op.mint_url, op.unit, amount)
         first = allocate_counters(session, op.wallet, keyset.id, len(amounts))
         outputs = derive_outputs(ctx.wallet_seed(op.wallet), keyset.id, amounts, first)
         data["outputs"] = [o.to_dict() for o in outputs]
@@ -309,7 +312,7 @@ class _MintRequest:
             op_id=op.id,
             outputs=[PreparedOutput.from_dict(o) for o in op.data["outputs"]],
             mint_url=op.mint_url,
-            quote_id=op.quote_id,
+            quote_id=present(op.quote_id, "quote_id"),
             wallet=op.wallet,
             method=op.method,
             locked=op.data.get("locked", False),
@@ -420,7 +423,7 @@ def _back_to_pending(
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state == "executing":
-            data = {"outputs": []} if drop_outputs else None
+            data: dict[str, Any] | None = {"outputs": []} if drop_outputs else None
             transition(session, op, "pending", data=data, error=error)
         return operation_view(op)
 

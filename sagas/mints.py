@@ -9,6 +9,7 @@ touches a counter.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -175,7 +176,7 @@ def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
     return _keysets(session, url, rows)
 
 
-def _keysets(session: Session, url: str, rows: list[Any]) -> dict[str, Keyset]:
+def _keysets(session: Session, url: str, rows: Sequence[Any]) -> dict[str, Keyset]:
     keysets = {}
     for row in rows:
         with _parsed_lock:

@@ -13,15 +13,17 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    CursorResult,
     Integer,
     Row,
     String,
+    Table,
     bindparam,
     func,
     literal,
@@ -43,7 +45,7 @@ RESERVE_ATTEMPTS = 8
 RESERVATION_TURN = select(
     func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key", type_=String), 0))
 )
-PROOFS = Proof.__table__
+PROOFS = cast(Table, Proof.__table__)
 
 # The statements of every operation's hot path are built once, as the engine's are: building
 # one costs more Python than Postgres takes to run it. Executed on the session's connection,
@@ -248,9 +250,11 @@ def reserve_proofs(
     what a wire proof needs), or None. A lost race puts back what it took, in this
     transaction."""
     connection = session.connection()
-    rows = connection.execute(
-        RESERVE_PROOFS, {"row_ids": list(row_ids), "operation_id": operation_id}
-    ).all()
+    rows = list(
+        connection.execute(
+            RESERVE_PROOFS, {"row_ids": list(row_ids), "operation_id": operation_id}
+        ).all()
+    )
     if len(rows) == len(row_ids):
         return rows
     if rows:
@@ -317,14 +321,15 @@ def release_proofs(session: Session, operation_id: uuid.UUID) -> int:
 
     Only after a definitive answer from the mint (docs/design.md rule 4).
     """
-    return session.execute(
+    released = session.execute(
         update(Proof)
         .where(
             Proof.used_by == operation_id,
             Proof.state.in_([ProofState.RESERVED, ProofState.PENDING]),
         )
         .values(state=ProofState.UNSPENT, used_by=None)
-    ).rowcount
+    )
+    return cast(CursorResult[Any], released).rowcount
 
 
 def set_proof_state(

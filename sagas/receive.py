@@ -42,6 +42,7 @@ from sagas.engine import (
     get_operation,
     new_operation,
     operation_view,
+    present,
     record_event,
     register,
     transition,
@@ -297,7 +298,7 @@ def _write_outputs_ahead(
             ctx.wallet_seed(op.wallet),
             op.wallet,
             active_keyset(keysets, op.unit, op.mint_url),
-            {"outputs": op.amount},
+            {"outputs": present(op.amount, "amount")},
             kept_at=op.mint_url,
         )
         transition(session, op, "executing", data=outputs_data(planned))

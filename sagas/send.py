@@ -45,6 +45,7 @@ from sagas.engine import (
     get_operation,
     new_operation,
     operation_view,
+    present,
     record_event,
     register,
     release_claims,
@@ -282,9 +283,9 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
         ).all()
     ys_by_mint: dict[str, list[str]] = {}
     ys_by_op: dict[uuid.UUID, list[str]] = {}
-    for op_id, mint_url, y in rows:
+    for op_id, mint_url, y in rows:  # op_id: the pending send the proof is in (used_by)
         ys_by_mint.setdefault(mint_url, []).append(y)
-        ys_by_op.setdefault(op_id, []).append(y)
+        ys_by_op.setdefault(present(op_id, "operation"), []).append(y)
     states: dict[str, ProofSpentState] = {}
     calls = 0
     for mint_url, ys in ys_by_mint.items():

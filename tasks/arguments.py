@@ -52,7 +52,7 @@ import re
 import uuid
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, Literal, overload
 
 from nuts.client import normalize_mint_url
 from nuts.errors import CashuError, InvalidTokenError
@@ -173,6 +173,10 @@ def wallet(value: object, name: str = "wallet") -> str:
     return _text(value, name, WALLET_MAX)
 
 
+@overload
+def mint_url(value: object, name: str = ..., *, optional: Literal[False] = ...) -> str: ...
+@overload
+def mint_url(value: object, name: str = ..., *, optional: bool) -> str | None: ...
 def mint_url(value: object, name: str = "mint_url", *, optional: bool = False) -> str | None:
     """The URL in its canonical form (trimmed, no trailing slash), once it is an http(s)
     URL with a host."""
@@ -222,12 +226,20 @@ def invoice(value: object) -> str:
 _NOTHING = re.compile("(?!)")  # tokens and invoices: their own parsers refuse what they must
 
 
+@overload
+def quote_id(value: object, *, optional: Literal[False] = ...) -> str: ...
+@overload
+def quote_id(value: object, *, optional: bool) -> str | None: ...
 def quote_id(value: object, *, optional: bool = False) -> str | None:
     if optional and value is None:
         return None
     return _text(value, "quote_id", QUOTE_ID_MAX)
 
 
+@overload
+def operation_id(value: object, name: str = ..., *, optional: Literal[False] = ...) -> str: ...
+@overload
+def operation_id(value: object, name: str = ..., *, optional: bool) -> str | None: ...
 def operation_id(
     value: object, name: str = "operation_id", *, optional: bool = False
 ) -> str | None:

@@ -117,7 +117,7 @@ def relay_events(limit: int = BATCH, *, wait: bool = True) -> int | None:
 def relay() -> int:
     # Cleared before reading: events committed from here on ask for a relay of their own.
     get_redis().delete(RELAY_QUEUED_KEY)
-    count = relay_events()
+    count = relay_events() or 0  # wait=True: never None
     if count == BATCH:
         send_relay()  # more are waiting
     return count
