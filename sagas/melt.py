@@ -95,6 +95,7 @@ from sagas.mints import (
     active_keyset,
     fee_ppk,
     load_keysets,
+    pays_in_background,
     require_trusted_mint,
     trusted_keysets,
 )
@@ -295,8 +296,13 @@ def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         if first_attempt:
             update_operation(session, op, data={"melt_sent": True})
         request = _MeltRequest.of(op, inputs, load_keysets(session, op.mint_url))
-    view = _melt(ctx, op.id, request, first_attempt=first_attempt)
-    return Progress(view, "check" if view["state"] == "pending" else None)
+        in_background = ctx.async_melts and pays_in_background(session, op.mint_url)
+    view = _melt(ctx, op.id, request, first_attempt=first_attempt, in_background=in_background)
+    if view["state"] != "pending":
+        return Progress(view)
+    # Asked to pay in the background, the mint answered at once: a fast payment is often
+    # done already, so look once now before handing on to the polls.
+    return check(ctx, op.id) if in_background else Progress(view, "check")
 
 
 def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
@@ -730,7 +736,12 @@ def _write_ahead(
 
 
 def _melt(
-    ctx: SagaContext, op_id: uuid.UUID, request: _MeltRequest, *, first_attempt: bool
+    ctx: SagaContext,
+    op_id: uuid.UUID,
+    request: _MeltRequest,
+    *,
+    first_attempt: bool,
+    in_background: bool = False,
 ) -> dict[str, Any]:
     mismatch = request.unplanned_inputs()
     if mismatch is not None:
@@ -739,7 +750,7 @@ def _melt(
     quote_id, method = request.quote_id, request.method
     try:
         blanks = [b.blinded_message for b in request.blanks]
-        result = client.melt(quote_id, request.inputs, blanks, method, prefer_async=ctx.async_melts)
+        result = client.melt(quote_id, request.inputs, blanks, method, prefer_async=in_background)
     except MintAmbiguousError as exc:
         if first_attempt and isinstance(exc, MintUnreachableError):
             _roll_back_and_raise(ctx, op_id, ("executing",), exc)  # nothing was ever sent

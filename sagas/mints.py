@@ -101,6 +101,25 @@ def refresh_all_keysets(ctx: SagaContext) -> dict[str, Any]:
     return {"refreshed": refreshed, "failed": failed}
 
 
+# Nutshell serves asynchronous melts (NUT-05 prefer_async) from 0.20.2, but only from 0.20.3
+# on does it commit PENDING before it answers: before, a check right after the answer could
+# read the quote UNPAID and the inputs unspent, and a wallet would release inputs the mint
+# was about to spend. Other mints: the pay step waits for the payment (cashu.lightning).
+ASYNC_MELTS_SINCE = {"Nutshell": (0, 20, 3)}
+
+
+def pays_in_background(session: Session, url: str) -> bool:
+    """Whether the mint, as its info names it, pays a melt in the background safely."""
+    info = session.scalar(select(Mint.info).where(Mint.url == url)) or {}
+    name, _, version = str(info.get("version") or "").partition("/")
+    since = ASYNC_MELTS_SINCE.get(name)
+    try:
+        parts = tuple(int(part) for part in version.split(".")[:3])
+    except ValueError:
+        return False
+    return since is not None and parts >= since
+
+
 def get_mint(session: Session, url: str) -> dict:
     url = normalize_mint_url(url)
     mint = session.get(Mint, url)

@@ -22,13 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
-from mint_harness import MINT_VERSIONS, make_invoice, start_mint  # noqa: E402
-
-# a usd keyset beside sat (docs/test-mint.md)
-USD = {
-    "MINT_BACKEND_BOLT11_USD": "FakeWallet",
-    "MINT_DERIVATION_PATH_LIST": "[\"m/0'/0'/0'\", \"m/0'/2'/0'\"]",
-}
+from mint_harness import MINT_VERSIONS, USD_SETTINGS, make_invoice, start_mint  # noqa: E402
 
 
 def run_mint(port: int, version: str, usd: bool) -> int:
@@ -36,7 +30,7 @@ def run_mint(port: int, version: str, usd: bool) -> int:
 
     if version == MINT_VERSIONS[0]:
         ensure_mint_venv()
-    mint = start_mint(port=port, version=version, env_overrides=USD if usd else None)
+    mint = start_mint(port=port, version=version, env_overrides=USD_SETTINGS if usd else None)
     print(f"test mint {version} on {mint.url} (database {mint.db_dir}); Ctrl-C stops it")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

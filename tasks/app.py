@@ -53,6 +53,7 @@ TASK_ROUTES = {
     "cashu.beat.*": {"queue": BEAT_QUEUE},
     "cashu.events.*": {"queue": BEAT_QUEUE},
     "cashu.melt.step.pay": {"queue": LIGHTNING_QUEUE},
+    "cashu.melt.step.check": {"queue": LIGHTNING_QUEUE},  # polls never queue before users' work
 }
 DELIVERY_KEY = "cashu:deliveries:"
 

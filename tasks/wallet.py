@@ -10,6 +10,8 @@ from sagas import restore as restore_saga
 from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context, wallet_seed
+from tasks.events import request_relay
+from tasks.locks import operation_lock
 
 
 @app.task(name="cashu.wallet.balance")
@@ -39,7 +41,16 @@ def restore(mint_url: str, wallet: str = "default") -> dict[str, Any]:
 
 
 @app.task(name="cashu.wallet.check_proofs")
-def check_proofs(wallet: str, mint_url: str) -> dict[str, Any]:
-    """NUT-07: our stored proof states against the mint's, discrepancies classified."""
+def check_proofs(wallet: str, mint_url: str, token: str | None = None) -> dict[str, Any]:
+    """NUT-07: our stored proof states against the mint's, discrepancies classified and the
+    safe ones corrected (sagas/reconcile.py); `token`: proofs from outside (a backup, a
+    token) to check as well, those we do not hold reported as PROOF_NOT_IN_DB. An operation
+    it settles (a claimed send, a paid melt) is settled under that operation's lock."""
     wallet, mint_url = valid.wallet(wallet), valid.mint_url(mint_url)
-    return restore_saga.check_proofs(saga_context(), wallet, mint_url)
+    token = None if token is None else valid.token(token)
+    report = restore_saga.check_proofs(
+        saga_context(), wallet, mint_url, token=token, lock=operation_lock
+    )
+    if report["settled"]:
+        request_relay()  # the settled operations' events: published once this task returns
+    return report

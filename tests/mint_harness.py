@@ -44,6 +44,11 @@ MINT_VERSIONS = ("0.20.2", "0.21.0")
 DEFAULT_MINT_VERSION = MINT_VERSIONS[0]
 MINT_VENVS = {"0.20.2": MINT_VENV, "0.21.0": REPO_ROOT / ".venv-mint21"}
 MINT_ROOT_DIR = REPO_ROOT / ".test-mints"  # git-ignored
+# A usd keyset and usd quotes beside sat (the second index of a derivation path is its unit)
+USD_SETTINGS = {
+    "MINT_BACKEND_BOLT11_USD": "FakeWallet",
+    "MINT_DERIVATION_PATH_LIST": "[\"m/0'/0'/0'\", \"m/0'/2'/0'\"]",
+}
 START_TIMEOUT = 30.0
 
 _RUNNING: set[RunningMint] = set()

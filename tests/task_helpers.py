@@ -184,3 +184,24 @@ def restart_killed_worker(celery_worker, client: Celery, redis_url: str, operati
     can settle its operation."""
     celery_worker.restart()
     wait_for_lock_to_lapse(redis_url, operation_id)
+
+
+def execute_until_pending(client: Celery, **operation: str) -> dict:
+    """cashu.melt.execute for a caller that does not wait (wait=False): the operation as it
+    stands at once, then read until its payment is pending (bounded)."""
+    started = call(client, "cashu.melt.execute", **operation, wait=False)
+    assert started["state"] == "executing", started
+    view = started
+    for _ in range(100):
+        view = op_view(client, started["id"])
+        if view["state"] != "executing":
+            break
+        time.sleep(0.1)
+    return view
+
+
+def keep_of(data: dict) -> int:
+    """What a pre-swap gave back to the wallet (0 without one)."""
+    if not data["needs_swap"]:
+        return 0
+    return data["input_amount"] - data["swap_fee"] - data["melt_input"]

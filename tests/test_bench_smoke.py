@@ -1,5 +1,6 @@
 """A smoke run of the workload benchmark (bench/workload.py): two rounds, one repetition, one
-client, a thousand proofs. It keeps the benchmark from rotting; no figure is judged.
+client, a thousand proofs. It keeps the benchmark from rotting; no figure is judged. Also
+bench/profile_round.py, and bench/slow_lightning.py with tiny numbers.
 
 Self-contained: a subprocess with its own mint, worker, beat, Postgres database
 (`cashu_worker_bench_smoke`, BENCH_SMOKE_DATABASE_URL overrides) and Redis db 8
@@ -103,3 +104,30 @@ def test_the_round_profile_splits_every_operation() -> None:
         assert least <= ours, (kind, row)
         assert ratio == pytest.approx(ours / floor, rel=0.03), (kind, row)  # printed rounded
     assert "Celery round trip" in proc.stdout
+
+
+def test_a_tiny_slow_lightning_run_settles_every_melt(tmp_path: Path) -> None:
+    """bench/slow_lightning.py against both mints with tiny numbers (two 1 s payments, two
+    rounds a phase), the split worker layout: every melt settles within its worst case."""
+    out = tmp_path / "slow.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "slow_lightning.py")]
+        + ["--mint", "both", "--melts", "2", "--delay", "1", "--rounds", "2"]
+        + ["--database-url", DATABASE_URL, "--redis-url", REDIS_URL, "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    assert "p95 load/idle" in proc.stdout, proc.stdout
+    results = json.loads(out.read_text())["results"]
+    assert [r["mint"] for r in results] == ["0.20.2", "0.21.0"]
+    for r in results:
+        assert r["layout"] == "split" and len(r["workers"]) == 2, r["workers"]
+        assert r["settled"] == 2 and r["all_settled_s"] >= 1, r
+        assert r["costs"]["finalized"] + r["states"].get("rolled_back", 0) == 2, r
+        assert not r["costs"]["out_of_range"], r["costs"]
+        for phase in ("idle", "loaded"):
+            assert len(r["raw"][phase]) == 2
+            assert r[phase]["round_p95_ms"] >= r[phase]["round_p50_ms"] > 0, (phase, r[phase])

@@ -9,6 +9,7 @@ database of its own (no other worker of the session helps), against the test dat
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from worker_harness import RunningWorker, start_worker
 from models import Operation
 from sagas import melt as melt_saga
 from sagas import send as send_saga
-from sagas.engine import SagaContext, claim_operations
+from sagas.engine import SagaContext, claim_operations, release_claims
 
 pytestmark = pytest.mark.mint
 SKEW_SECONDS = 600
@@ -74,6 +75,13 @@ def state(ctx: SagaContext, operation_id: str) -> str:
         return op.state
 
 
+def claimed_until(ctx: SagaContext, operation_id: str) -> object:
+    with ctx.uow() as session:
+        op = session.get(Operation, operation_id)
+        assert op is not None
+        return op.claimed_until
+
+
 def prepared_send(ctx: SagaContext, test_mint: RunningMint) -> tuple[str, dict]:
     url = register_mint(ctx, test_mint.url)
     wallet = new_wallet_name("skew")
@@ -115,15 +123,16 @@ def test_a_worker_whose_clock_runs_ahead_steals_no_claim(
     melt_saga.begin(saga_context, melt["id"])  # executing: what the beat's sweep retries
     with saga_context.uow() as session:  # another host's sweep holds it, for 60 s
         claimed = claim_operations(session, "melt", "executing", lease_seconds=60)
+        # only ours: other tests' operations stay free for their sweeps
+        release_claims(session, [c.id for c in claimed if str(c.id) != melt["id"]])
     assert melt["id"] in {str(c.id) for c in claimed}
+    held = claimed_until(saga_context, melt["id"])
+    assert held is not None
 
-    counts = call(worker.client, "cashu.beat.retry_in_flight")
+    call(worker.client, "cashu.beat.retry_in_flight")
 
-    assert counts == {
-        "recovered": 0,
-        "rolled_back": 0,
-        "still_pending": 0,
-        "failed": 0,
-        "skipped": 0,
-    }
+    # our claim stands: a sweep that took it would have left its own lease, then none
+    assert claimed_until(saga_context, melt["id"]) == held
     assert state(saga_context, melt["id"]) == "executing"
+    with saga_context.uow() as session:  # the other host is done: the sweeps may settle it
+        release_claims(session, [uuid.UUID(melt["id"])])

@@ -40,8 +40,10 @@ def wipe(ctx: SagaContext, wallet: str) -> None:
         session.execute(delete(KeysetCounter).where(KeysetCounter.wallet == wallet))
         ops = select(Operation.id).where(Operation.wallet == wallet)
         from models import Event
+        from models.operations import AuditRecord
 
         session.execute(delete(Event).where(Event.operation_id.in_(ops)))
+        session.execute(delete(AuditRecord).where(AuditRecord.operation_id.in_(ops)))
         session.execute(delete(Operation).where(Operation.wallet == wallet))
 
 

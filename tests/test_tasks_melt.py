@@ -26,7 +26,9 @@ from task_helpers import (
     balance,
     call,
     db_state,
+    execute_until_pending,
     fund,
+    keep_of,
     kill_worker_while_held,
     mint_states,
     op_data,
@@ -72,28 +74,7 @@ def poll_until_settled(client: Celery, op_id: str, task: str = "cashu.beat.poll_
     return view
 
 
-def execute_until_pending(client: Celery, **operation: str) -> dict:
-    """cashu.melt.execute for a caller that does not wait (wait=False): the operation as it
-    stands at once, then read until its payment is pending (bounded)."""
-    started = call(client, "cashu.melt.execute", **operation, wait=False)
-    assert started["state"] == "executing", started
-    view = started
-    for _ in range(100):
-        view = op_view(client, started["id"])
-        if view["state"] != "executing":
-            break
-        time.sleep(0.1)
-    return view
-
-
 # --- reading our database and the mint -------------------------------------------------------
-
-
-def keep_of(data: dict) -> int:
-    """What a pre-swap gave back to the wallet (0 without one)."""
-    if not data["needs_swap"]:
-        return 0
-    return data["input_amount"] - data["swap_fee"] - data["melt_input"]
 
 
 def change_stored(ctx: SagaContext, op_id: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from mint_harness import RunningMint, make_invoice
+from mint_harness import USD_SETTINGS, RunningMint, make_invoice
 from saga_helpers import register_mint
 from task_helpers import new_wallet_name
 
@@ -25,16 +25,11 @@ from sagas.proofs import balance
 
 pytestmark = pytest.mark.mint
 USD = "usd"
-# a usd backend, and a keyset for it (Nutshell's derivation path m/0'/2'/0' is usd's)
-USD_MINT = {
-    "MINT_BACKEND_BOLT11_USD": "FakeWallet",
-    "MINT_DERIVATION_PATH_LIST": '["m/0\'/0\'/0\'", "m/0\'/2\'/0\'"]',
-}
 
 
 @pytest.fixture
 def usd_mint_url(saga_context: SagaContext, fresh_mint: Callable[..., RunningMint]) -> str:
-    mint = fresh_mint(env_overrides=USD_MINT)
+    mint = fresh_mint(env_overrides=USD_SETTINGS)
     return register_mint(saga_context, mint.url)
 
 
