@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE test command:  bash scripts/test.sh [pytest args...]   (ruff check and format, then pytest)
+# THE test command:  bash scripts/test.sh [pytest args...]   (ruff, mypy, then pytest)
 # Prepares a fresh machine (venvs, PostgreSQL, Redis, test database), then runs pytest.
 set -euo pipefail
 
@@ -25,4 +25,5 @@ cd "$REPO"
 # lint first: a change ruff refuses does not get as far as the suite
 .venv/bin/ruff check . || die "ruff check found problems (run: .venv/bin/ruff check --fix .)"
 .venv/bin/ruff format --check . >/dev/null || die "ruff format: files to reformat (run: .venv/bin/ruff format .)"
+.venv/bin/mypy >/dev/null || die "mypy found type errors (run: .venv/bin/mypy)"
 exec .venv/bin/python -m pytest "$@"
