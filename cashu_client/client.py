@@ -239,9 +239,12 @@ class CashuClient:
         """{"wallet", "pubkey"}: the wallet's P2PK key, for senders to lock tokens to."""
         return self.call("cashu.wallet.info", wallet=wallet)
 
-    def check_proofs(self, wallet: str, mint_url: str) -> dict[str, Any]:
-        """Our proof states against the mint's (NUT-07)."""
-        return self.call("cashu.wallet.check_proofs", wallet=wallet, mint_url=mint_url)
+    def check_proofs(self, wallet: str, mint_url: str, token: str | None = None) -> dict[str, Any]:
+        """Our proof states against the mint's (NUT-07), discrepancies classified and the
+        safe ones corrected; `token`: proofs from outside to check too (PROOF_NOT_IN_DB)."""
+        return self.call(
+            "cashu.wallet.check_proofs", wallet=wallet, mint_url=mint_url, **_given(token=token)
+        )
 
     def restore(self, mint_url: str, wallet: str = "default") -> dict[str, Any]:
         """The wallet's proofs at the mint, recovered from its seed (NUT-09/13)."""
