@@ -23,7 +23,6 @@ headers and task events (argsrepr/kwargsrepr) has them masked. The task gets the
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -32,34 +31,14 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
 
 from cashu_client.errors import BrokerError, TaskTimeoutError, from_task_failure
+from cashu_client.redaction import redact
 
 DEFAULT_QUEUE = "cashu"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 _RETRY_INTERVAL = 0.5
 
-_TOKEN_RE = re.compile(r"cashu[AB][A-Za-z0-9_\-+/=]+")
-_SECRET_KEYS = frozenset(
-    {"token", "tokens", "secret", "secrets", "seed", "mnemonic", "proofs", "inputs", "outputs"}
-)
 _REPR_MAXSIZE = 1024
-
-
-def _mask(text: str) -> str:
-    return f"<redacted {len(text)} chars>"
-
-
-def redact(value: Any, key: Any = None) -> Any:
-    """A copy of a JSON-like value safe to show: secret keys' values and tokens masked."""
-    if key in _SECRET_KEYS and value not in (None, "", [], {}):
-        return _mask(value) if isinstance(value, str) else "<redacted>"
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str) and "cashu" in value:
-        return _TOKEN_RE.sub(lambda m: _mask(m.group(0)), value)
-    return value
 
 
 def _safe_repr(value: Any) -> str:

@@ -15,7 +15,6 @@ without one goes to the caller's default queue ("celery"), which no worker of ou
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -25,6 +24,7 @@ from celery.worker.request import Request
 from kombu import Queue
 
 from beat_schedule import make_beat_schedule
+from cashu_client.redaction import SECRET_KEYS, TOKEN_RE, mask, redact, redact_text
 from models.db import dispose_engines
 from nuts.client import close_mint_clients
 from nuts.errors import CashuError
@@ -75,33 +75,6 @@ class TooManyDeliveriesError(SagaError):
 # tokens (and values under secret keys) with a placeholder there; the task itself still
 # gets its real arguments and the caller its real result.
 
-TOKEN_RE = re.compile(r"cashu[AB][A-Za-z0-9_\-+/=]+")
-SECRET_KEYS = frozenset(
-    {"token", "tokens", "secret", "secrets", "seed", "mnemonic", "proofs", "inputs", "outputs"}
-)
-
-
-def _mask(text: str) -> str:
-    return f"<redacted {len(text)} chars>"
-
-
-def redact_text(text: str) -> str:
-    """`text` with every Cashu token (cashuA..., cashuB...) in it replaced by a placeholder."""
-    return TOKEN_RE.sub(lambda m: _mask(m.group(0)), text) if "cashu" in text else text
-
-
-def redact(value: Any, key: Any = None) -> Any:
-    """A copy of a JSON-like value safe to show: secret keys' values and tokens masked."""
-    if key in SECRET_KEYS and value not in (None, "", [], {}):
-        return _mask(value) if isinstance(value, str) else "<redacted>"
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return redact_text(value)
-    return value
-
 
 class Redacted:
     """A secret string in a task's result: JSON-encodes to the string itself (kombu calls
@@ -117,7 +90,7 @@ class Redacted:
         return self.value
 
     def __repr__(self) -> str:
-        return _mask(self.value)
+        return mask(self.value)
 
 
 def _result_for_backend(value: Any, key: Any = None) -> Any:

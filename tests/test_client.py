@@ -412,7 +412,8 @@ def test_cli_plain_tables(monkeypatch, client: CashuClient, mint_url: str, redis
     assert lines[1].split() == [mint_url, "sat", "16", "0", "0", "16"]
     assert lines[2].split() == ["total", "sat", "16", "0", "0", "16"]
     # numbers are right-aligned under their header
-    assert lines[1].index("16") + 2 == lines[0].index("SPENDABLE") + len("SPENDABLE")
+    spendable_ends = lines[0].index("SPENDABLE") + len("SPENDABLE")
+    assert lines[1][:spendable_ends].endswith(" 16")  # (the URL's port may hold a 16 too)
 
     code, out = run_cli(monkeypatch, redis_url, "ops", "list", wallet)
     assert code == 0

@@ -17,7 +17,7 @@ from celery import Celery, signals
 from prometheus_client import generate_latest
 from sqlalchemy import delete
 
-from models import Event, Operation
+from models import AuditRecord, Event, Operation
 from models.db import unit_of_work
 from tasks import log_format, metrics
 from tasks.app import RedactingLogFilter, redact_text
@@ -37,6 +37,7 @@ def operations(database_url: str):
     def clear() -> None:
         with unit_of_work(database_url) as session:
             session.execute(delete(Event))
+            session.execute(delete(AuditRecord))
             session.execute(delete(Operation))
 
     def add(kind: str, state: str, age: float) -> None:
