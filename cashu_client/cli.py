@@ -2,7 +2,7 @@
 
     cashu-worker mints add https://mint.example [--untrusted]
     cashu-worker mints list
-    cashu-worker mints trust URL | mints untrust URL
+    cashu-worker mints trust URL | mints untrust URL | mints remove URL
     cashu-worker balance WALLET [--mint URL] [--unit sat]
     cashu-worker ops list WALLET [--kind K] [--state S ...] [--limit N] [--offset N]
     cashu-worker ops show ID
@@ -262,6 +262,10 @@ def cmd_mints_untrust(ctx: Context) -> int:
     return ctx.emit(ctx.client.mints_set_trusted(ctx.args.url, False), render_mint)
 
 
+def cmd_mints_remove(ctx: Context) -> int:
+    return ctx.emit(ctx.client.mints_remove(ctx.args.url), render_mint)
+
+
 def cmd_balance(ctx: Context) -> int:
     a = ctx.args
     return ctx.emit(ctx.client.balance(a.wallet, mint_url=a.mint, unit=a.unit), render_balance)
@@ -436,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    mints = commands.add_parser("mints", help="add, list, trust and untrust mints")
+    mints = commands.add_parser("mints", help="add, list, trust, untrust and remove mints")
     mints_cmds = mints.add_subparsers(dest="mints_command", metavar="ACTION", required=True)
     p = sub(mints_cmds, "add", cmd_mints_add, "register (or refresh) a mint; trusted by default")
     p.add_argument("url")
@@ -445,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub(mints_cmds, "trust", cmd_mints_trust, "trust a mint")
     p.add_argument("url")
     p = sub(mints_cmds, "untrust", cmd_mints_untrust, "stop trusting a mint (never contacted)")
+    p.add_argument("url")
+    p = sub(mints_cmds, "remove", cmd_mints_remove, "forget a mint that holds nothing of ours")
     p.add_argument("url")
 
     p = sub(commands, "balance", cmd_balance, "a wallet's balance, per mint")

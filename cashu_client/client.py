@@ -200,6 +200,11 @@ class CashuClient:
     def mints_set_trusted(self, url: str, trusted: bool) -> dict[str, Any]:
         return self.call("cashu.mints.set_trusted", url=url, trusted=trusted)
 
+    def mints_remove(self, url: str) -> dict[str, Any]:
+        """Forget a mint that holds nothing of ours and has nothing open (MintInUseError
+        otherwise: untrust it instead)."""
+        return self.call("cashu.mints.remove", url=url)
+
     def mints_list(self) -> dict[str, Any]:
         """{"mints": [Mint]}."""
         return self.call("cashu.mints.list")

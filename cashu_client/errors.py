@@ -532,6 +532,12 @@ class MeltCostError(SagaError):
     code = "MELT_COST_INVALID"
 
 
+class MintInUseError(SagaError):
+    """The mint still holds our money or has operations open: it cannot be removed."""
+
+    code = "MINT_IN_USE"
+
+
 class SeedMismatchError(SagaError):
     """This process's master seed is not the one the database's wallets derive from."""
 

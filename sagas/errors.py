@@ -191,6 +191,13 @@ class MeltCostError(SagaError):
     severity = Severity.CRITICAL
 
 
+class MintInUseError(SagaError):
+    """The mint still holds our money or has operations open: it cannot be removed."""
+
+    code = "MINT_IN_USE"
+    severity = Severity.LOW
+
+
 class SeedMismatchError(SagaError):
     """This process's master seed is not the one the database's wallets derive from."""
 

@@ -12,18 +12,23 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Keyset as KeysetRow
-from models import Mint
+from models import Mint, Operation, Proof, ProofState
 from nuts.client import MintClient, normalize_mint_url
 from nuts.errors import CashuError
 from nuts.keysets import Keyset, fetch_keysets
 from nuts.models import KeysetInfo, KeysetKeys
 from sagas.engine import SagaContext
-from sagas.errors import UnknownMintError, UnsupportedUnitError, UntrustedMintError
+from sagas.errors import (
+    MintInUseError,
+    UnknownMintError,
+    UnsupportedUnitError,
+    UntrustedMintError,
+)
 
 
 def mint_view(mint: Mint, keysets: list[KeysetRow]) -> dict[str, Any]:
@@ -143,6 +148,39 @@ def set_trusted(session: Session, url: str, trusted: bool) -> dict:
     mint.trusted = trusted
     session.flush()
     return get_mint(session, url)
+
+
+def remove_mint(session: Session, url: str) -> dict:
+    """Forget a mint nothing of ours depends on any more: no proof of value there, no
+    operation open. Its keysets go with it; finished operations keep their history. A mint
+    that is gone while it still holds money stays, untrusted (set_trusted), on the books."""
+    url = normalize_mint_url(url)
+    mint = session.get(Mint, url, with_for_update=True)
+    if mint is None:
+        raise UnknownMintError(f"mint {url} is not registered")
+    held = session.scalar(
+        select(func.coalesce(func.sum(Proof.amount), 0)).where(
+            Proof.mint_url == url, Proof.state != ProofState.SPENT
+        )
+    )
+    open_ops = session.scalar(
+        select(func.count())
+        .select_from(Operation)
+        .where(
+            Operation.mint_url == url,
+            Operation.state.not_in(("finalized", "rolled_back", "failed")),
+        )
+    )
+    if held or open_ops:
+        raise MintInUseError(
+            f"mint {url} still holds {held} (in its units) of ours and has {open_ops} open "
+            "operation(s): settle them, or untrust the mint to keep it on the books"
+        )
+    view = get_mint(session, url)
+    session.execute(delete(KeysetRow).where(KeysetRow.mint_url == url))
+    session.delete(mint)
+    session.flush()
+    return view
 
 
 def require_trusted_mint(session: Session, url: str) -> str:

@@ -1,4 +1,5 @@
-"""Mint registry tasks: add (the one time an unregistered mint is contacted), trust, list."""
+"""Mint registry tasks: add (the one time an unregistered mint is contacted), trust, remove,
+list."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ def set_trusted(url: str, trusted: bool) -> dict[str, Any]:
     url, trusted = valid.mint_url(url, "url"), valid.flag(trusted, "trusted")
     with saga_context().uow() as session:
         return mints.set_trusted(session, url, trusted)
+
+
+@app.task(name="cashu.mints.remove")
+def remove(url: str) -> dict[str, Any]:
+    """Forget a mint that holds nothing of ours and has nothing open (MintInUseError
+    otherwise: untrust it instead). Returns the mint as it was."""
+    url = valid.mint_url(url, "url")
+    with saga_context().uow() as session:
+        return mints.remove_mint(session, url)
 
 
 @app.task(name="cashu.mints.list")

@@ -318,3 +318,27 @@ def test_an_action_on_an_unknown_operation_is_operation_not_found(
 
     assert code == 2
     assert capsys.readouterr().err == f"error OPERATION_NOT_FOUND: no operation has id {missing}\n"
+
+
+def test_mints_remove_forgets_a_mint_that_holds_nothing_of_ours(
+    client: CashuClient, redis_url: str, fresh_mint
+) -> None:
+    url = client.mints_add(fresh_mint().url)["url"]
+
+    code, out = run_cli(redis_url, "mints", "remove", url)
+
+    assert code == 0 and url in out
+    assert url not in {m["url"] for m in client.mints_list()["mints"]}
+
+
+def test_mints_remove_refuses_a_mint_that_holds_our_money_and_keeps_it(
+    client: CashuClient, mint_url: str, redis_url: str, capsys
+) -> None:
+    wallet = funded_wallet(client, mint_url, 50)
+
+    code, out = run_cli(redis_url, "mints", "remove", mint_url)
+
+    assert code == 2 and out == ""
+    assert capsys.readouterr().err.startswith("error MINT_IN_USE: ")
+    assert mint_url in {m["url"] for m in client.mints_list()["mints"]}
+    assert balance_of(client, wallet) == (50, 0, 0)
