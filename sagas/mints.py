@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -85,6 +85,13 @@ def sync_keysets(session: Session, client: MintClient, url: str) -> dict[str, Ke
             )
             .on_conflict_do_update(index_elements=["mint_url", "id"], set_=values)
         )
+    # A keyset the mint no longer lists is not one to make new outputs for (a rotation,
+    # another mint now at this URL): kept, for the proofs of it we may hold, but inactive.
+    session.execute(
+        update(KeysetRow)
+        .where(KeysetRow.mint_url == url, KeysetRow.id.not_in(list(keysets)), KeysetRow.active)
+        .values(active=False)
+    )
     return keysets
 
 

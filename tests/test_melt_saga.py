@@ -585,8 +585,9 @@ def test_a_pay_step_that_never_started_is_left_alone_within_the_grace_then_hande
     assert begun.view["state"] == "executing" and begun.next_step == "pay"
     handed_on: list[tuple[str, str | None]] = []
 
-    def hand_on(kind: str, progress) -> None:
-        handed_on.append((kind, progress.next_step))
+    def hand_on(kind: str, progress) -> None:  # only this melt's: the database is shared
+        if progress.view["id"] == prepared["id"]:
+            handed_on.append((kind, progress.next_step))
 
     def sweep(ctx: SagaContext) -> dict:
         return run_recovery(ctx, lock=no_lock, kinds={"melt"}, hand_on=hand_on)
