@@ -30,11 +30,11 @@ def run_mint(port: int, version: str, usd: bool) -> int:
 
     if version == MINT_VERSIONS[0]:
         ensure_mint_venv()
-    mint = start_mint(port=port, version=version, env_overrides=USD_SETTINGS if usd else None)
-    print(f"test mint {version} on {mint.url} (database {mint.db_dir}); Ctrl-C stops it")
-    stop = threading.Event()
+    stop = threading.Event()  # a Ctrl-C while the mint starts stops it once it is up
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    mint = start_mint(port=port, version=version, env_overrides=USD_SETTINGS if usd else None)
+    print(f"test mint {version} on {mint.url} (database {mint.db_dir}); Ctrl-C stops it")
     try:
         while not stop.wait(1.0):
             if mint.proc is not None and mint.proc.poll() is not None:
