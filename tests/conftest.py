@@ -215,3 +215,44 @@ def own_mint(
     yield factory
     for url in urls:
         call(celery_client, "cashu.mints.set_trusted", url=url, trusted=False)
+
+
+@pytest.fixture
+def own_workers(database_url: str, redis_url: str) -> Iterator[Callable[..., object]]:
+    """own_workers(queues=..., pool=..., concurrency=1, **env) starts a worker on the test
+    database and a Redis database nobody else's worker reads (TEST_OWN_REDIS_URL, else the
+    session's db + 6, flushed first): only what the test's own workers do can settle
+    anything. All of them stop at test end."""
+    import os
+
+    import redis
+    from db_harness import TEST_MNEMONIC
+    from worker_harness import start_worker
+
+    base, _, db = redis_url.rpartition("/")
+    own_redis = os.environ.get("TEST_OWN_REDIS_URL") or f"{base}/{(int(db or 0) + 6) % 16}"
+    assert own_redis != redis_url
+    redis.Redis.from_url(own_redis).flushdb()
+    started: list = []
+
+    def factory(
+        queues: str = "cashu,cashu.beat,cashu.lightning",
+        pool: str = "prefork",
+        concurrency: int = 1,
+        **env: str,
+    ):
+        worker = start_worker(
+            database_url=database_url,
+            redis_url=own_redis,
+            mnemonic=TEST_MNEMONIC,
+            concurrency=concurrency,
+            queues=queues,
+            env_overrides=env,
+            pool=pool,
+        )
+        started.append(worker)
+        return worker
+
+    yield factory
+    for worker in started:
+        worker.stop()

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from db_harness import TEST_MNEMONIC
 from mint_harness import RunningMint, make_invoice
 from saga_helpers import assert_all_spendable, bal, fund, register_mint
 from sqlalchemy import text
 from task_helpers import call, new_wallet_name
-from worker_harness import RunningWorker, start_worker
+from worker_harness import RunningWorker
 
 from models import Operation
 from sagas import melt as melt_saga
@@ -32,29 +31,10 @@ SKEW_DIR = Path(__file__).resolve().parent / "clock_skew"
 
 
 @pytest.fixture
-def skewed_worker(database_url: str, redis_url: str) -> Iterator[Callable[[float], RunningWorker]]:
-    import redis
-
-    base, _, db = redis_url.rpartition("/")
-    own_redis = f"{base}/{(int(db or 0) + 6) % 16}"
-    redis.Redis.from_url(own_redis).flushdb()
-    started: list[RunningWorker] = []
-
-    def factory(skew: float) -> RunningWorker:
-        path = os.pathsep.join(p for p in (str(SKEW_DIR), os.environ.get("PYTHONPATH")) if p)
-        worker = start_worker(
-            database_url=database_url,
-            redis_url=own_redis,
-            mnemonic=TEST_MNEMONIC,
-            concurrency=1,
-            env_overrides={"PYTHONPATH": path, "CASHU_TEST_CLOCK_SKEW_SECONDS": str(skew)},
-        )
-        started.append(worker)
-        return worker
-
-    yield factory
-    for worker in started:
-        worker.stop()
+def skewed_worker(own_workers: Callable[..., RunningWorker]) -> Callable[[float], RunningWorker]:
+    """skewed_worker(seconds): a worker of the test's own whose clock is that far off."""
+    path = os.pathsep.join(p for p in (str(SKEW_DIR), os.environ.get("PYTHONPATH")) if p)
+    return lambda skew: own_workers(PYTHONPATH=path, CASHU_TEST_CLOCK_SKEW_SECONDS=str(skew))
 
 
 def age(ctx: SagaContext, operation_id: str, interval: str) -> None:

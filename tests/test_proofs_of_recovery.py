@@ -18,15 +18,13 @@ Every test ends on exact balances, ours and the mint's (checkstate of our proofs
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from celery import Celery
-from db_harness import TEST_MNEMONIC
 from mint_harness import RunningMint, make_invoice
 from saga_helpers import CutOnce, bal, register_mint, with_transport
 from saga_helpers import fund as fund_from_here
@@ -49,7 +47,7 @@ from task_helpers import (
     restart_killed_worker,
     wait_until,
 )
-from worker_harness import RunningWorker, start_worker
+from worker_harness import RunningWorker
 
 from models import Event, Operation, ProofState
 from nuts.client import MintClient
@@ -72,29 +70,10 @@ STREAM = "cashu:events"
 
 
 @pytest.fixture
-def own_worker(database_url: str, redis_url: str) -> Iterator[Callable[[], RunningWorker]]:
-    """own_worker() starts a worker on the test database and a Redis database nobody else's
-    worker reads (TEST_OWN_REDIS_URL, else the session's db + 6, as tests/test_clock_skew.py
-    picks): only what this worker does itself can settle anything."""
-    base, _, db = redis_url.rpartition("/")
-    own_redis = os.environ.get("TEST_OWN_REDIS_URL") or f"{base}/{(int(db or 0) + 6) % 16}"
-    assert own_redis != redis_url
-    redis.Redis.from_url(own_redis).flushdb()
-    started: list[RunningWorker] = []
-
-    def factory() -> RunningWorker:
-        worker = start_worker(
-            database_url=database_url,
-            redis_url=own_redis,
-            mnemonic=TEST_MNEMONIC,
-            concurrency=1,
-        )
-        started.append(worker)
-        return worker
-
-    yield factory
-    for worker in started:
-        worker.stop()
+def own_worker(own_workers: Callable[..., RunningWorker]) -> Callable[[], RunningWorker]:
+    """own_worker(): one worker of the test's own (conftest own_workers); only what it does
+    itself can settle anything."""
+    return own_workers
 
 
 def recovery_runs(worker: RunningWorker) -> list[dict]:

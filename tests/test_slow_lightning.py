@@ -15,52 +15,16 @@ The payment's caller still gets the final Operation, and what it cost is within 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from celery import Celery
-from db_harness import TEST_MNEMONIC
 from mint_harness import RunningMint, make_invoice
 from task_helpers import TIMEOUT, assert_balance, call, fund, new_wallet_name
-from worker_harness import RunningWorker, start_worker
+from worker_harness import RunningWorker
 
 pytestmark = pytest.mark.mint
 PAYMENT_SECONDS = 4
-
-
-@pytest.fixture
-def own_redis_url(redis_url: str) -> str:
-    """A Redis database of the test's own: no other worker of the session reads its queues."""
-    import redis
-
-    base, _, db = redis_url.rpartition("/")
-    url = f"{base}/{(int(db or 0) + 5) % 16}"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@pytest.fixture
-def workers(database_url: str, own_redis_url: str) -> Iterator[Callable[..., RunningWorker]]:
-    started: list[RunningWorker] = []
-
-    def factory(
-        queues: str, pool: str = "prefork", concurrency: int = 1, **env: str
-    ) -> RunningWorker:
-        worker = start_worker(
-            database_url=database_url,
-            redis_url=own_redis_url,
-            mnemonic=TEST_MNEMONIC,
-            concurrency=concurrency,
-            queues=queues,
-            env_overrides=env,
-            pool=pool,
-        )
-        started.append(worker)
-        return worker
-
-    yield factory
-    for worker in started:
-        worker.stop()
 
 
 def slow_mint(fresh_mint: Callable[..., RunningMint], version: str) -> RunningMint:
@@ -105,9 +69,9 @@ def send_while_paying(client: Celery, mint: RunningMint) -> None:
 
 
 def test_one_worker_process_serves_a_send_while_an_asynchronous_payment_is_in_flight(
-    workers: Callable[..., RunningWorker], fresh_mint: Callable[..., RunningMint]
+    own_workers: Callable[..., RunningWorker], fresh_mint: Callable[..., RunningMint]
 ) -> None:
-    worker = workers("cashu,cashu.beat,cashu.lightning")
+    worker = own_workers("cashu,cashu.beat,cashu.lightning")
 
     send_while_paying(worker.client, slow_mint(fresh_mint, "0.21.0"))
 
@@ -116,14 +80,14 @@ def test_one_worker_process_serves_a_send_while_an_asynchronous_payment_is_in_fl
     ("version", "async_melts"), [("0.20.2", "true"), ("0.21.0", "false")], ids=["0.20.2", "off"]
 )
 def test_without_asynchronous_melts_the_payment_waits_on_the_lightning_workers_not_the_public_ones(
-    workers: Callable[..., RunningWorker],
+    own_workers: Callable[..., RunningWorker],
     fresh_mint: Callable[..., RunningMint],
     version: str,
     async_melts: str,
 ) -> None:
     """0.20.2 answers an asynchronous melt before it commits it: it is paid synchronously."""
-    public = workers("cashu,cashu.beat", CASHU_ASYNC_MELTS=async_melts)
+    public = own_workers("cashu,cashu.beat", CASHU_ASYNC_MELTS=async_melts)
     # as scripts/run.sh starts it: threads, for steps that mostly wait on the mint
-    workers("cashu.lightning", pool="threads", concurrency=4, CASHU_ASYNC_MELTS=async_melts)
+    own_workers("cashu.lightning", pool="threads", concurrency=4, CASHU_ASYNC_MELTS=async_melts)
 
     send_while_paying(public.client, slow_mint(fresh_mint, version))
