@@ -12,8 +12,9 @@
     cashu-worker events follow [--from STREAM_ID] [--count N] [--wait SECONDS]   # until ^C
 
 Every command takes --json (JSON instead of a plain table; `events follow` prints one
-JSON object per line). The broker (and the event stream) is REDIS_URL, default
-redis://127.0.0.1:6379/0, or --redis-url. Tokens are masked in what `ops` prints unless
+JSON object per line). Results and the event stream are in REDIS_URL, default
+redis://127.0.0.1:6379/0, or --redis-url; so is the broker, unless BROKER_URL or
+--broker-url names another (RabbitMQ: amqp://...). Tokens are masked in what `ops` prints unless
 --show-secrets is given. An error prints "error CODE: message" on stderr and exits 2 (an
 unreachable broker: BROKER_ERROR within a few seconds); a bad argument or choice is refused
 by argparse (exit 2) before anything is sent. Ctrl-C exits 130.
@@ -227,7 +228,10 @@ class Context:
     def client(self) -> CashuClient:
         if self._client is None:
             self._client = CashuClient(
-                self.args.redis_url, queue=self.args.queue, timeout=self.args.timeout
+                self.args.broker_url or self.args.redis_url,
+                self.args.redis_url,
+                queue=self.args.queue,
+                timeout=self.args.timeout,
             )
         return self._client
 
@@ -420,7 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
-        help="broker, result backend and event stream (env REDIS_URL; default %(default)s)",
+        help="result backend, event stream and default broker (env REDIS_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get("BROKER_URL") or None,
+        help="the workers' broker when it is not REDIS_URL (env BROKER_URL), e.g. amqp://...",
     )
     parser.add_argument("--queue", default=DEFAULT_QUEUE, help="task queue (%(default)s)")
     parser.add_argument(

@@ -10,6 +10,9 @@ Needs only Celery and the broker's URL; not the worker's code or dependencies:
     client.mint_refresh(op["id"])
     client.balance("alice")["spendable"]
 
+With RabbitMQ as the workers' broker (BROKER_URL), the results are still in Redis:
+`CashuClient("amqp://user:password@rabbit:5672/vhost", "redis://127.0.0.1:6379/0")`.
+
 Each method sends its task by name to the queue (default "cashu"), waits for the result
 (`timeout` seconds, default 60) and returns its JSON. A task that fails raises the typed
 error of cashu_client.errors (`exc.code` is the worker's stable code); no result in time

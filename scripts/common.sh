@@ -30,18 +30,20 @@ wait_for() {  # wait_for <seconds> <command...>
 }
 
 # ---------------------------------------------------------------- project venv
-ensure_project_venv() {  # .venv with the project and its test dependencies
+ensure_project_venv() {  # .venv: the project and its test dependencies, as constraints.txt pins
     if [[ ! -x .venv/bin/python ]]; then
         say "creating .venv"
         python3 -m venv .venv || die "python3 -m venv failed (is python3-venv installed?)"
     fi
     local want stamp
-    want="$(cat pyproject.toml | hash_of)"
+    want="$(cat pyproject.toml constraints.txt | hash_of)" \
+        || die "cannot read pyproject.toml and constraints.txt"
     stamp=.venv/.cashu-worker-install.sha256
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] \
         || ! .venv/bin/python -c "import pytest" 2>/dev/null; then
-        say "installing the project into .venv (pip install -e '.[test]')"
-        .venv/bin/python -m pip install -qq -e '.[test]' || die "pip install -e '.[test]' failed"
+        say "installing the project into .venv (pip install -e '.[test]' -c constraints.txt)"
+        .venv/bin/python -m pip install -qq -e '.[test]' -c constraints.txt \
+            || die "pip install -e '.[test]' -c constraints.txt failed"
         echo "$want" >"$stamp"
     fi
 }
@@ -113,6 +115,21 @@ ensure_redis() {  # Redis answers on 127.0.0.1:$REDIS_PORT, started if installed
         wait_for 15 redis_up || die "Redis is not running on 127.0.0.1:$REDIS_PORT and could not be started
   (tried: redis-server --daemonize yes --bind 127.0.0.1 -::1 --port $REDIS_PORT ...)."
     fi
+}
+
+# ---------------------------------------------------------------- RabbitMQ
+RABBITMQ_PORT=5672
+rabbitmq_up() { (exec 3<>"/dev/tcp/127.0.0.1/$RABBITMQ_PORT") 2>/dev/null; }
+
+ensure_rabbitmq_vhost() {  # ensure_rabbitmq_vhost <name>: guest may use it
+    rabbitmq_up || die "RabbitMQ does not answer on 127.0.0.1:$RABBITMQ_PORT (guest/guest expected)"
+    command -v rabbitmqctl >/dev/null || die "rabbitmqctl not found: it makes the tests' vhosts"
+    if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$1"; then
+        say "creating RabbitMQ vhost $1"
+        rabbitmqctl -q add_vhost "$1" >/dev/null 2>&1 || true  # made meanwhile: fine
+    fi
+    rabbitmqctl -q set_permissions -p "$1" guest ".*" ".*" ".*" >/dev/null \
+        || die "could not give guest the RabbitMQ vhost $1"
 }
 
 # ---------------------------------------------------------------- databases

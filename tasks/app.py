@@ -1,9 +1,10 @@
 """The Celery app: JSON only, late acks, one message at a time per process, named queues.
 
 Queues: every public task runs on "cashu"; the beat's periodic work and the event
-relay run on "cashu.beat", so a backlog of one never starves the other; the melt's pay
-step, which may wait on a Lightning payment, runs on "cashu.lightning", so slow
-payments never hold the workers everything else needs. All three are declared in
+relay run on "cashu.beat", so a backlog of one never starves the other; the melt's steps
+after its write-ahead (the pre-swap, the pay step, which may wait on a Lightning payment,
+and the polls) run on "cashu.lightning", so a burst of payments neither holds nor queues
+before the workers everything else needs. All three are declared in
 `task_queues`, so the plain `celery -A tasks worker` consumes them all; run dedicated
 workers with `-Q cashu,cashu.beat` and `-Q cashu.lightning` to separate them.
 
@@ -52,8 +53,8 @@ TASK_MODULES = [
 TASK_ROUTES = {
     "cashu.beat.*": {"queue": BEAT_QUEUE},
     "cashu.events.*": {"queue": BEAT_QUEUE},
-    "cashu.melt.step.pay": {"queue": LIGHTNING_QUEUE},
-    "cashu.melt.step.check": {"queue": LIGHTNING_QUEUE},  # polls never queue before users' work
+    # a melt's steps after its write-ahead: a burst of payments never queues before users' work
+    "cashu.melt.step.*": {"queue": LIGHTNING_QUEUE},
 }
 DELIVERY_KEY = "cashu:deliveries:"
 
@@ -312,8 +313,8 @@ def _mark_operation(operation_id: object, error: TooManyDeliveriesError) -> None
 
 
 def _redelivered(delivery_info: dict[str, Any] | None) -> bool:
-    """Kombu's Redis transport marks a message it puts back (worker lost, visibility
-    timeout) as redelivered."""
+    """The broker marks a message it puts back as redelivered: Redis after the visibility
+    timeout, RabbitMQ when the connection of the worker that had it closed."""
     return bool(delivery_info and delivery_info.get("redelivered"))
 
 
@@ -363,10 +364,14 @@ _keep_running_when_redis_dies()
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings of the worker; a client sending our tasks can use them too."""
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": settings.broker,
         "result_backend": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        # Redis puts back a message unacknowledged this long (its worker died); RabbitMQ
+        # puts it back when the worker's connection closes, and needs no such setting.
+        "broker_transport_options": (
+            {"visibility_timeout": settings.visibility_timeout} if settings.broker_is_redis else {}
+        ),
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_serializer": "json",
         "result_serializer": "json",

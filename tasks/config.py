@@ -1,6 +1,6 @@
 """Configuration from the environment (pydantic-settings) and the master mnemonic.
 
-Connection settings use their usual names (DATABASE_URL, REDIS_URL,
+Connection settings use their usual names (DATABASE_URL, REDIS_URL, BROKER_URL,
 WALLET_MNEMONIC, WALLET_MNEMONIC_FILE, CASHU_ENV); the tuning knobs take the
 CASHU_ prefix: CASHU_MINT_TIMEOUT, CASHU_TASK_TIME_LIMIT,
 CASHU_POLL_MINT_QUOTES_SECONDS, ...
@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    # Redis keeps the locks, the results and the event stream, and is the broker unless
+    # BROKER_URL names another (RabbitMQ: amqp://user:password@host:5672/vhost).
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    broker_url: str | None = Field(None, validation_alias="BROKER_URL")
     wallet_mnemonic: str | None = Field(None, validation_alias="WALLET_MNEMONIC", repr=False)
     wallet_mnemonic_file: str | None = Field(None, validation_alias="WALLET_MNEMONIC_FILE")
     environment: Literal["development", "production"] = Field(
@@ -95,6 +98,15 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = "plain"
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_addr: str = "127.0.0.1"
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker: BROKER_URL, else the Redis of REDIS_URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker.startswith(("redis://", "rediss://", "redis+socket://"))
 
     @model_validator(mode="after")
     def _limits_in_order(self) -> Settings:

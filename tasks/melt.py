@@ -3,9 +3,9 @@ reclaim, get_by_quote; and the internal steps execute hands on to.
 
 execute and pay make the pre-flight check and the write-ahead, then hand on to
 `cashu.melt.step.swap` (the pre-swap, when there is one), `cashu.melt.step.pay` (the melt
-request, on the cashu.lightning queue: with a mint that cannot pay in the background it
-waits for the payment there, not on the queue everything else needs) and, while the
-payment is pending, `cashu.melt.step.check` (the quote's state, a little later each time).
+request: with a mint that cannot pay in the background it waits for the payment) and,
+while the payment is pending, `cashu.melt.step.check` (the quote's state, a little later
+each time). The steps run on the cashu.lightning queue, not the one everything else needs.
 A caller that waits (`.get()`, a chain) gets the final Operation: each step replaces the
 one before it (Task.replace). With wait=False it gets the operation as it stands, and the
 steps go on beside it; its notify_task and the event stream tell how it ends.

@@ -121,15 +121,35 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(database_url: str, redis_url: str):
+def broker_url(redis_url: str) -> str:
+    """The tests' broker: TEST_BROKER_URL (RabbitMQ, a vhost of the tests' own; its queues
+    emptied once per session), else the Redis of redis_url."""
+    import os
+
+    url = os.environ.get("TEST_BROKER_URL")
+    if not url:
+        return redis_url
+    from broker_harness import purge_queues
+
+    purge_queues(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def celery_worker(database_url: str, redis_url: str, broker_url: str):
     """A real `celery -A tasks worker -Q cashu,cashu.beat,cashu.lightning -c 4` on the test
-    database and Redis.
+    database, Redis and broker.
 
     worker.kill_hard() / worker.restart() for crash tests; worker.client sends tasks.
     """
     from worker_harness import start_worker
 
-    worker = start_worker(database_url=database_url, redis_url=redis_url, mnemonic=TEST_MNEMONIC)
+    worker = start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        mnemonic=TEST_MNEMONIC,
+        broker_url=broker_url,
+    )
     try:
         yield worker
     finally:
@@ -218,14 +238,17 @@ def own_mint(
 
 
 @pytest.fixture
-def own_workers(database_url: str, redis_url: str) -> Iterator[Callable[..., object]]:
+def own_workers(
+    database_url: str, redis_url: str, broker_url: str
+) -> Iterator[Callable[..., object]]:
     """own_workers(queues=..., pool=..., concurrency=1, **env) starts a worker on the test
     database and a Redis database nobody else's worker reads (TEST_OWN_REDIS_URL, else the
-    session's db + 6, flushed first): only what the test's own workers do can settle
-    anything. All of them stop at test end."""
+    session's db + 6, flushed first), and on RabbitMQ a vhost of its own: only what the
+    test's own workers do can settle anything. All of them stop at test end."""
     import os
 
     import redis
+    from broker_harness import own_broker_url, purge_queues
     from db_harness import TEST_MNEMONIC
     from worker_harness import start_worker
 
@@ -233,6 +256,10 @@ def own_workers(database_url: str, redis_url: str) -> Iterator[Callable[..., obj
     own_redis = os.environ.get("TEST_OWN_REDIS_URL") or f"{base}/{(int(db or 0) + 6) % 16}"
     assert own_redis != redis_url
     redis.Redis.from_url(own_redis).flushdb()
+    own_broker = own_redis
+    if broker_url != redis_url:
+        own_broker = os.environ.get("TEST_OWN_BROKER_URL") or own_broker_url(broker_url)
+        purge_queues(own_broker)
     started: list = []
 
     def factory(
@@ -249,6 +276,7 @@ def own_workers(database_url: str, redis_url: str) -> Iterator[Callable[..., obj
             queues=queues,
             env_overrides=env,
             pool=pool,
+            broker_url=own_broker,
         )
         started.append(worker)
         return worker

@@ -46,6 +46,29 @@ def raises(client: Celery, name: str, **kwargs: object) -> Exception:
     return caught.value
 
 
+def take_queued(broker_url: str, queue: str, task: str, want: int, timeout: float = 15.0) -> list:
+    """The kwargs of up to `want` messages for `task` in `queue`, a queue no test worker
+    consumes (the notify queue), taken off it within `timeout`; on either broker."""
+    from kombu import Connection
+
+    found: list = []
+    deadline = time.monotonic() + timeout
+    with Connection(broker_url) as connection:
+        waiting = connection.SimpleQueue(queue)
+        try:
+            while len(found) < want and time.monotonic() < deadline:
+                try:
+                    message = waiting.get(timeout=0.5)
+                except waiting.Empty:
+                    continue
+                message.ack()
+                if message.headers.get("task") == task:
+                    found.append(message.decode()[1])
+        finally:
+            waiting.close()
+    return found
+
+
 def outcomes_at_once(client: Celery, task: str, operation_id: str, times: int = 2) -> list[str]:
     """Send `task` for one operation `times` times at once: each one's resulting state, or
     the class name of the error it raised."""

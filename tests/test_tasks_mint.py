@@ -6,7 +6,6 @@ where proofs were made, the mint's (checkstate says UNSPENT).
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from task_helpers import (
     op_state,
     outcomes_at_once,
     raises,
+    take_queued,
 )
 
 from models import Proof, ProofState
@@ -140,10 +140,10 @@ def test_untrusted_mint_is_a_typed_error(celery_client: Celery, mint_url: str, w
 CLIENT_WITHOUT_OUR_CODE = """
 import json, sys
 from celery import Celery
-app = Celery("outsider", broker=sys.argv[1], backend=sys.argv[1])
+app = Celery("outsider", broker=sys.argv[1], backend=sys.argv[2])
 app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
 result = app.send_task("cashu.mint.prepare", queue="cashu",
-                       kwargs={"wallet": sys.argv[2], "mint_url": sys.argv[3], "amount": 10})
+                       kwargs={"wallet": sys.argv[3], "mint_url": sys.argv[4], "amount": 10})
 try:
     result.get(timeout=60)
     out = {"raised": None}
@@ -156,12 +156,20 @@ print(json.dumps(out))
 
 
 def test_error_seen_by_a_client_without_our_code(
-    celery_client: Celery, redis_url: str, mint_url: str, wallet: str
+    celery_client: Celery, broker_url: str, redis_url: str, mint_url: str, wallet: str
 ) -> None:
     call(celery_client, "cashu.mints.set_trusted", url=mint_url, trusted=False)
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", CLIENT_WITHOUT_OUR_CODE, redis_url, wallet, mint_url],
+            [
+                sys.executable,
+                "-c",
+                CLIENT_WITHOUT_OUR_CODE,
+                broker_url,
+                redis_url,
+                wallet,
+                mint_url,
+            ],
             capture_output=True,
             text=True,
             timeout=90,
@@ -232,24 +240,12 @@ def test_recovery_run_returns_counts_and_issues_paid_quotes(
 
 
 def test_notify_task_receives_each_event(
-    celery_client: Celery, mint_url: str, wallet: str, redis_url: str
+    celery_client: Celery, mint_url: str, wallet: str, broker_url: str
 ) -> None:
     notify = f"test.notify.{uuid.uuid4().hex[:8]}"
     op = fund(celery_client, wallet, mint_url, 4, notify_task=notify)
-    r = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + 15
-    seen: list[dict] = []
-    while time.monotonic() < deadline:
-        seen = []
-        for raw in r.lrange("celery", 0, -1):  # the notify queue nobody consumes here
-            message = json.loads(raw)
-            if message["headers"]["task"] != notify:
-                continue
-            _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-            seen.append(kwargs["event"])
-        if len(seen) >= 3:
-            break
-        time.sleep(0.1)
+    # the notify queue, "celery", is one no test worker consumes
+    seen = [kwargs["event"] for kwargs in take_queued(broker_url, "celery", notify, want=3)]
     seen.sort(key=lambda e: e["id"])
     assert [e["type"] for e in seen] == [
         "mint-op:pending",

@@ -42,6 +42,7 @@ def test_two_beats_polling_at_once_send_one_mint_request_per_quote(
     assert_balance(celery_client, wallet, spendable=16 * len(ops))
 
 
+@pytest.mark.redis_broker
 def test_a_step_delivered_too_often_fails_and_marks_its_operation(
     celery_client: Celery, mint_url: str, wallet: str, redis_url: str, saga_context
 ) -> None:

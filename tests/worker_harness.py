@@ -39,13 +39,15 @@ class WorkerStartError(RuntimeError):
     pass
 
 
-def make_client(redis_url: str, database_url: str) -> Celery:
-    """A Celery app configured like the worker (broker, backend, JSON, routes), to send tasks."""
+def make_client(redis_url: str, database_url: str, broker_url: str | None = None) -> Celery:
+    """A Celery app configured like the worker (broker, backend, JSON, routes), to send tasks.
+    The broker is `broker_url`, else the Redis of `redis_url`."""
     from tasks.app import celery_config
     from tasks.config import Settings
 
+    settings = Settings(redis_url=redis_url, database_url=database_url, broker_url=broker_url)
     client = Celery(f"cashu-test-client-{uuid.uuid4().hex[:6]}", set_as_current=False)
-    client.conf.update(celery_config(Settings(redis_url=redis_url, database_url=database_url)))
+    client.conf.update(celery_config(settings))
     return client
 
 
@@ -62,8 +64,10 @@ class RunningWorker:
         queues: str | None = "cashu,cashu.beat,cashu.lightning",  # None: the plain command
         env_overrides: dict[str, str | None] | None = None,
         pool: str = "prefork",
+        broker_url: str | None = None,  # None: the Redis of redis_url
     ) -> None:
         self.pool = pool
+        self.broker_url = broker_url
         self.database_url = database_url
         self.redis_url = redis_url
         self.mnemonic = mnemonic
@@ -75,13 +79,16 @@ class RunningWorker:
         self.proc: subprocess.Popen[bytes] | None = None
         LOG_DIR.mkdir(exist_ok=True)
         self.log_path = LOG_DIR / f"celery-worker-{os.getpid()}-{uuid.uuid4().hex[:6]}.log"
-        self.client = make_client(redis_url, database_url)
+        self.client = make_client(redis_url, database_url, broker_url)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("WALLET_MNEMONIC_FILE", None)
+        env.pop("BROKER_URL", None)
+        if self.broker_url:
+            env["BROKER_URL"] = self.broker_url
         env.update(
             {
                 "DATABASE_URL": self.database_url,
