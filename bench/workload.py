@@ -1,9 +1,10 @@
-"""The wallet workload three ways: cashu-worker's tasks, a minimal client (the floor), Nutshell.
+"""The wallet workload six ways: cashu-worker's tasks (one-call and 2-step), a minimal client
+(the floor), Nutshell's wallet, and two TypeScript wallets: coco and cashu-ts.
 
 Run by hand (minutes; not part of the test suite, tests/test_bench_smoke.py runs 2 rounds):
 
     .venv/bin/python bench/workload.py --rounds 20 --repeat 3 [--concurrency 1,4,8]
-        [--proofs 10000,100000,1000000] [--json out.json]
+        [--proofs 10000,100000,1000000] [--peers coco,cashu-ts] [--json out.json]
 
 Everything is its own and stopped at the end: one fresh Nutshell FakeWallet mint
 (input_fee_ppk=100), the Postgres database `cashu_worker_bench` (created if missing, schema
@@ -20,18 +21,26 @@ untimed warm-up comes first. What one operation is, each way:
     floor     quote, mint               swap (none if exact)    swap             quote, melt
     nutshell  request_mint, poll, mint  select_to_send          helpers.receive  melt_quote,
                                                                                  select, melt
+    coco      createMintQuote,          prepareSend +           wallet.receive   createMeltQuote,
+              redeemMintQuote           executePreparedSend                      payMeltQuote
+    cashu-ts  createMintQuoteBolt11,    wallet.send             wallet.receive   quote, select,
+              mintProofsBolt11                                                   meltProofsBolt11
 
 The worker's times are what its client sees (cashu_client.CashuClient, waiting on each
 result). The floor is MintClient + random outputs + unblind with its proofs in memory: only
-the HTTP calls a wallet cannot do without. Nutshell runs once, in .venv-mint, as
-bench/nutshell_workload.py (one process, all repetitions, its own timing).
+the HTTP calls a wallet cannot do without. Nutshell runs once per repetition, in .venv-mint,
+as bench/nutshell_workload.py (one process, all its rounds, its own timing). The TypeScript
+peers (`--peers`) are Node scripts in bench/peers/ (npm ci there on first use, exact
+versions in its package-lock.json): each is one process for the whole run, timing itself,
+told by this script when to run its next round, so they take turns round by round with the
+floor and the worker ways (bench/peers/common.mjs has the protocol).
 
 Figures (bench/README.md explains them): ms per operation (median over repetitions of each
 repetition's mean) and the ratios worker/floor and worker/Nutshell; throughput with 1, 4, 8
 concurrent clients (processes, each its own pair of wallets); prepare latency of send and
 melt with N unspent proofs in one wallet (fake proofs inserted straight into the database;
 each prepare is cancelled right after); the worker's peak memory; input fees paid over one
-workload, each way.
+workload, each way, and each way's balances checked against them.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import signal
 import statistics
@@ -78,9 +88,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 MINT_PYTHON = REPO / ".venv-mint" / "bin" / "python"
 NUTSHELL_SCRIPT = Path(__file__).resolve().parent / "nutshell_workload.py"
 CELERY_BIN = REPO / ".venv" / "bin" / "celery"
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+PEER_SCRIPTS = {
+    "coco": PEERS_DIR / "coco_workload.mjs",
+    "cashu-ts": PEERS_DIR / "cashu_ts_workload.mjs",
+}
 
 KINDS = ("mint", "send", "receive", "melt")
-WAYS = ("worker", "worker 2-step", "floor", "nutshell")
+BASE_WAYS = ("worker", "worker 2-step", "floor", "nutshell")
+PEER_WAYS = tuple(PEER_SCRIPTS)
+WAYS = (*BASE_WAYS, *PEER_WAYS)
 MINT_AMOUNT, SEND_AMOUNT, MELT_AMOUNT = 100, 7, 5
 INPUT_FEE_PPK = 100
 CALL_TIMEOUT = 120.0
@@ -530,14 +547,201 @@ def run_nutshell(mint_url: str, rounds: int, repeat: int) -> dict:
             env=env,
             timeout=120 + 30 * rounds * (repeat + 1),
         )
+    return _result_of(proc, "Nutshell")
+
+
+def _result_of(proc: subprocess.CompletedProcess[str], who: str) -> dict:
+    """The result a workload script printed as its last line of JSON, or why it failed."""
     try:
         reply = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         reply = {"ok": False, "error": f"no reply (exit {proc.returncode})"}
     if not reply.get("ok"):
         tail = "\n".join(proc.stderr.splitlines()[-30:])
-        raise RuntimeError(f"Nutshell workload failed: {reply.get('error')}\n{tail}")
+        raise RuntimeError(f"{who} workload failed: {reply.get('error')}\n{tail}")
     return reply["result"]
+
+
+# --- the TypeScript peers (bench/peers/) -----------------------------------------------------
+
+
+def _npm_packages_match() -> bool:
+    """Whether bench/peers/node_modules holds every package of package-lock.json at its
+    locked version (the lock's own copy in node_modules is not trusted: a package may have
+    been changed or removed by hand)."""
+    try:
+        lock = json.loads((PEERS_DIR / "package-lock.json").read_text())
+    except (OSError, ValueError):
+        return False
+    for path, meta in lock.get("packages", {}).items():
+        if not path:
+            continue
+        try:
+            installed = json.loads((PEERS_DIR / path / "package.json").read_text())
+        except (OSError, ValueError):
+            if meta.get("optional"):
+                continue  # another platform's optional package
+            return False
+        if installed.get("version") != meta.get("version"):
+            return False
+    return True
+
+
+def install_peers(log: Callable[[str], None] = lambda message: None) -> None:
+    """`npm ci` in bench/peers when node_modules is missing or does not match the lock."""
+    if _npm_packages_match():
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise RuntimeError("the TypeScript peers need node and npm on PATH (or --peers '')")
+    log("installing the TypeScript peers: npm ci in bench/peers")
+    proc = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=PEERS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0 or not _npm_packages_match():
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise RuntimeError(f"npm ci in {PEERS_DIR} failed (exit {proc.returncode}):\n{tail}")
+
+
+def _peer_request(mint_url: str, rounds: int, repeat: int, stepped: bool) -> dict:
+    """What a peer script reads first: nutshell_workload.py's request, plus `stepped`."""
+    return {
+        "mint_url": mint_url,
+        "rounds": rounds,
+        "repeat": repeat,
+        "warmup_invoice": make_invoice(MELT_AMOUNT),
+        "invoices": [[make_invoice(MELT_AMOUNT) for _ in range(rounds)] for _ in range(repeat)],
+        "stepped": stepped,
+    }
+
+
+def _peer_command(way: str) -> tuple[list[str], dict[str, str]]:
+    node = shutil.which("node") or "node"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "NODE_NO_WARNINGS": "1",
+    }
+    return [node, str(PEER_SCRIPTS[way])], env
+
+
+def run_peer(way: str, mint_url: str, rounds: int, repeat: int) -> dict:
+    """A TypeScript peer's script (`way`: coco or cashu-ts) all at once, as run_nutshell runs
+    Nutshell: one process, all repetitions, its own timing; the same result shape."""
+    install_peers()
+    command, env = _peer_command(way)
+    proc = subprocess.run(
+        command,
+        input=json.dumps(_peer_request(mint_url, rounds, repeat, stepped=False)) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=PEERS_DIR,
+        env=env,
+        timeout=120 + 30 * rounds * (repeat + 1),
+    )
+    return _result_of(proc, way)
+
+
+class PeerProcess:
+    """A TypeScript peer's script started once, driven round by round: after its untimed
+    warm-up, `round()` has it run its next timed round (and returns that round's ms per
+    operation); `finish()` returns what run_peer returns. Close it in any case."""
+
+    def __init__(self, way: str, mint_url: str, rounds: int, repeat: int) -> None:
+        self.way = way
+        self.rounds_left = rounds * repeat
+        command, env = _peer_command(way)
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            cwd=PEERS_DIR,
+            env=env,
+            start_new_session=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self._send(json.dumps(_peer_request(mint_url, rounds, repeat, stepped=True)))
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._failed("it exited") from None
+
+    def _failed(self, what: str) -> RuntimeError:
+        self._stderr.seek(0)
+        tail = "\n".join(self._stderr.read().splitlines()[-30:])
+        return RuntimeError(f"{self.way} workload failed: {what}\n{tail}")
+
+    def _read(self, timeout: float) -> dict:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise self._failed(f"no answer within {timeout:.0f} s") from None
+        if line is None:
+            raise self._failed(f"it exited ({self.proc.wait(timeout=10)}) without a reply")
+        message = json.loads(line)
+        if message.get("ok") is False:
+            raise self._failed(str(message.get("error")))
+        return message
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until the warm-up round is done."""
+        if not self._read(timeout).get("ready"):
+            raise self._failed("no ready after the warm-up")
+
+    def round(self) -> dict[str, float]:
+        if self.rounds_left <= 0:
+            raise RuntimeError(f"{self.way}: every round has run")
+        self._send("round")
+        message = self._read(CALL_TIMEOUT * 4)
+        if "round" not in message:
+            raise self._failed(f"unexpected answer {message}")
+        self.rounds_left -= 1
+        return message["ms"]
+
+    def finish(self) -> dict:
+        message = self._read(CALL_TIMEOUT)
+        if not message.get("ok"):
+            raise self._failed(f"unexpected answer {message}")
+        self.proc.wait(timeout=30)
+        return message["result"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        self._stderr.close()
 
 
 # --- prepare latency with many proofs --------------------------------------------------------
@@ -646,6 +850,8 @@ def _per_op(reps: list[dict]) -> dict[str, float]:
 
 
 def _fees(reps: list[dict]) -> dict[str, Any]:
+    """Fees over the repetitions, and the money check: in every repetition the two wallets
+    hold what they should, minted - melted - routing - the fees counted per request."""
     first = reps[0]
     return {
         "fees": statistics.median(r["fees"] for r in reps),
@@ -653,6 +859,12 @@ def _fees(reps: list[dict]) -> dict[str, Any]:
         "fee_requests": statistics.median(r["fee_requests"] for r in reps),
         "routing": first["routing"],
         "per_rep": [r["fees"] for r in reps],
+        "minted": first["minted"],
+        "melted": first["melted"],
+        "balance": first["balance"],
+        "expected_balance": first["minted"] - first["melted"] - first["routing"] - first["fees"],
+        "balance_ok": all(r["fees"] == r["fees_by_balance"] for r in reps),
+        "balance_off": [r["fees_by_balance"] - r["fees"] for r in reps],
     }
 
 
@@ -677,13 +889,20 @@ def run_benchmark(
     database_url: str = DEFAULT_DATABASE_URL,
     redis_url: str = DEFAULT_REDIS_URL,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
+    peers: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The whole benchmark; returns every figure (format_report prints them)."""
+    """The whole benchmark; returns every figure (format_report prints them). `peers`: the
+    TypeScript ways to run too (default all of PEER_WAYS; [] for none)."""
     import redis
     from worker_harness import start_worker
 
     concurrency = concurrency or [1, 4, 8]
     proofs = proofs if proofs is not None else [10_000, 100_000, 1_000_000]
+    peers = list(PEER_WAYS) if peers is None else peers
+    unknown = [p for p in peers if p not in PEER_WAYS]
+    if unknown:
+        raise ValueError(f"unknown peers {unknown}; known: {', '.join(PEER_WAYS)}")
+    ways = [*BASE_WAYS, *peers]
     run_tag = f"bench-{uuid.uuid4().hex[:6]}"
     result: dict[str, Any] = {
         "settings": {
@@ -692,6 +911,7 @@ def run_benchmark(
             "concurrency": concurrency,
             "proofs": proofs,
             "prepares": prepares,
+            "peers": peers,
             "input_fee_ppk": INPUT_FEE_PPK,
             "worker_processes": max(concurrency),
             "cpus": os.cpu_count(),
@@ -702,10 +922,13 @@ def run_benchmark(
     worker = None
     beat: subprocess.Popen[bytes] | None = None
     sampler: MemorySampler | None = None
+    running_peers: dict[str, PeerProcess] = {}
     workdir = Path(
         tempfile.mkdtemp(prefix="bench-", dir=MINT_ROOT_DIR if MINT_ROOT_DIR.exists() else None)
     )
     try:
+        if peers:
+            install_peers(log)
         log("starting mint, database, Redis, worker and beat")
         mint = start_mint(input_fee_ppk=INPUT_FEE_PPK)
         migrate_fresh(database_url)
@@ -724,7 +947,7 @@ def run_benchmark(
         url = view["url"]
         keyset_id = next(k["id"] for k in view["keysets"] if k["active"] and k["unit"] == "sat")
 
-        # --- 1, 2: the workload three ways --------------------------------------------------
+        # --- 1, 2: the workload, every way ---------------------------------------------------
         log("warming the worker up (every process: one round per client at once)")
         run_clients(max(concurrency), 1, url, redis_url, f"{run_tag}-warm")
         mint_client = MintClient(mint.url)
@@ -736,13 +959,19 @@ def run_benchmark(
             make_invoice(5),
             floor_warm,
         )
-        reps: dict[str, list[dict]] = {way: [] for way in WAYS}
+        for way in peers:
+            log(f"starting {way} (node, bench/peers) and its warm-up round")
+            running_peers[way] = PeerProcess(way, mint.url, rounds, repeat)
+        for peer in running_peers.values():
+            peer.wait_ready()
+        reps: dict[str, list[dict]] = {way: [] for way in ways}
         sent_from: list[str] = []
         tasks_per_round: dict[str, list[float]] = {"worker": [], "worker 2-step": []}
         for rep in range(repeat):
             # The ways take turns round by round (and Nutshell right after), so a machine
             # that speeds up or slows down mid-run weighs on every way alike.
-            log(f"repetition {rep + 1}/{repeat}: floor, worker, worker 2-step by turns")
+            turns = ", ".join(["floor", "worker", "worker 2-step", *peers])
+            log(f"repetition {rep + 1}/{repeat}: {turns} by turns")
             invoices = [make_invoice(MELT_AMOUNT) for _ in range(3 * rounds)]
             fa, fb = FloorWallet(mint_client, keysets), FloorWallet(mint_client, keysets)
             tallies = {way: Tally() for way in ("floor", "worker", "worker 2-step")}
@@ -759,6 +988,8 @@ def run_benchmark(
                         client, url, a, b, invoices.pop(), tallies[way], two_step=way != "worker"
                     )
                     tasks[way] += client.tasks - before
+                for peer in running_peers.values():
+                    peer.round()
             reps["floor"].append(tallies["floor"].as_dict() | {"balance": fa.balance + fb.balance})
             for way, (a, b) in wallets.items():
                 balance = client.balance(a)["spendable"] + client.balance(b)["spendable"]
@@ -768,20 +999,31 @@ def run_benchmark(
             log(f"repetition {rep + 1}/{repeat}: Nutshell's wallet (one process in .venv-mint)")
             nutshell = run_nutshell(mint.url, rounds, 1)
             reps["nutshell"] += nutshell["reps"]
+        result["peer_versions"] = {}
+        for way, peer in running_peers.items():
+            finished = peer.finish()
+            reps[way] = finished.pop("reps")
+            result["peer_versions"][way] = finished
         for way_reps in reps.values():
             for r in way_reps:
                 r["fees_by_balance"] = r["minted"] - r["melted"] - r["routing"] - r["balance"]
+        result["ways"] = ways
         result["nutshell_version"] = nutshell["version"]
-        result["per_op_ms"] = {way: _per_op(reps[way]) for way in WAYS}
+        result["per_op_ms"] = {way: _per_op(reps[way]) for way in ways}
+        pairs = [(w, o) for w in ("worker", "worker 2-step") for o in ("floor", "nutshell", *peers)]
+        pairs += [(way, "floor") for way in ("nutshell", *peers)]
         result["ratios"] = {
-            f"{worker}/{other}": {
-                key: result["per_op_ms"][worker][key] / result["per_op_ms"][other][key]
+            f"{way}/{other}": {
+                key: result["per_op_ms"][way][key] / result["per_op_ms"][other][key]
                 for key in (*KINDS, "round")
             }
-            for worker in ("worker", "worker 2-step")
-            for other in ("floor", "nutshell")
+            for way, other in pairs
         }
-        result["fees"] = {way: _fees(reps[way]) for way in WAYS}
+        result["fees"] = {way: _fees(reps[way]) for way in ways}
+        result["peer_requests_per_round"] = {
+            way: {k: statistics.median(r["requests"][k] / rounds for r in reps[way]) for k in KINDS}
+            for way in peers
+        }
         result["worker_tasks_per_round"] = {
             way: statistics.median(counts) for way, counts in tasks_per_round.items()
         }
@@ -818,6 +1060,8 @@ def run_benchmark(
         mint_client.close()
         return result
     finally:
+        for peer in running_peers.values():
+            peer.close()
         if sampler is not None:
             sampler.stop()
         stop_group(beat)
@@ -875,14 +1119,26 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 # --- the report ------------------------------------------------------------------------------
 
 
+def _peer_versions(result: dict[str, Any]) -> str:
+    parts = []
+    for way, about in result.get("peer_versions", {}).items():
+        inner = f" on cashu-ts {about['cashu_ts']}" if about.get("cashu_ts") else ""
+        parts.append(f"{way} {about.get('version', '?')}{inner}")
+    node = next((a["node"] for a in result.get("peer_versions", {}).values() if "node" in a), None)
+    return ", ".join(parts) + (f" (Node {node})" if node else "")
+
+
 def format_report(result: dict[str, Any]) -> str:
     s = result["settings"]
     per_op, ratios = result["per_op_ms"], result["ratios"]
+    ways = result.get("ways", BASE_WAYS)
+    peers = [way for way in ways if way in PEER_WAYS]
     lines = [
         f"cashu-worker workload benchmark: {s['rounds']} rounds x {s['repeat']} repetitions, "
         f"mint input_fee_ppk={s['input_fee_ppk']}, worker -c {s['worker_processes']} prefork "
         f"+ beat, {s['cpus']} CPUs, load {s['load_at_start']:.1f} at start, "
-        f"Nutshell wallet {result.get('nutshell_version', '?')}",
+        f"Nutshell wallet {result.get('nutshell_version', '?')}"
+        + (f", {_peer_versions(result)}" if peers else ""),
         "",
         "ms per operation (median over repetitions of each repetition's mean); worker: the",
         "one-call tasks, worker 2-step: prepare then execute for send and melt",
@@ -902,6 +1158,26 @@ def format_report(result: dict[str, Any]) -> str:
         f"{per_round['worker 2-step']:.1f}; calls refused because a beat poller held the "
         f"operation: {result['worker_lock_waits']})"
     )
+    lines += [
+        "",
+        "every way: ms per operation (as above), and over the floor",
+        "(by turns round by round: "
+        + ", ".join(["floor", "worker", "worker 2-step", *peers])
+        + "; Nutshell after each repetition)",
+        f"{'':<14}{'mint':>8}{'send':>8}{'receive':>8}{'melt':>8}{'round':>8}   /floor:"
+        f"{'mint':>6}{'send':>6}{'recv':>6}{'melt':>6}{'round':>6}",
+    ]
+    for way in ways:
+        figures = "".join(f"{per_op[way][key]:>8.1f}" for key in (*KINDS, "round"))
+        over = (
+            "".join(f"{per_op[way][key] / per_op['floor'][key]:>6.2f}" for key in (*KINDS, "round"))
+            if way != "floor"
+            else ""
+        )
+        lines.append(f"{way:<14}{figures}{'':10}{over}".rstrip())
+    for way, counts in result.get("peer_requests_per_round", {}).items():
+        split = ", ".join(f"{k} {counts[k]:.1f}" for k in KINDS)
+        lines.append(f"({way}: {sum(counts.values()):.1f} requests to the mint a round: {split})")
     lines += [
         "",
         f"throughput, cashu-worker ({s['rounds']} rounds per client, each its own wallet pair;"
@@ -930,12 +1206,23 @@ def format_report(result: dict[str, Any]) -> str:
         f"{mem['processes']} processes, sampled every 0.25 s); per-process VmHWM sum "
         f"{mem['hwm_sum_mb']:.0f} MB, largest {mem['hwm_max_mb']:.0f} MB",
         "",
-        f"input fees over one workload ({s['rounds']} rounds), sat (median of repetitions)",
-        f"{'':<14}{'fees':>6}{'requests':>10}{'by balance':>12}",
+        f"input fees over one workload ({s['rounds']} rounds), sat (median of repetitions);",
+        "balance: the two wallets' at the end of the first repetition, should: minted - melted",
+        "- routing - fees; check: balance as it should be in every repetition",
+        f"{'':<14}{'fees':>6}{'requests':>10}{'by balance':>12}{'routing':>9}{'balance':>9}"
+        f"{'should':>8}  check",
     ]
-    for way in WAYS:
+    for way in ways:
         f = result["fees"][way]
-        lines.append(f"{way:<14}{f['fees']:>6}{f['fee_requests']:>10}{f['fees_by_balance']:>12}")
+        if "balance_ok" in f:
+            check = "ok" if f["balance_ok"] else f"OFF by {f['balance_off']} sat"
+            money = f"{f['balance']:>9}{f['expected_balance']:>8}  {check}"
+        else:  # a result from before the balance check
+            money = ""
+        lines.append(
+            f"{way:<14}{f['fees']:>6}{f['fee_requests']:>10}{f['fees_by_balance']:>12}"
+            f"{f['routing']:>9}{money}"
+        )
     watcher = result["sends_finalized_by_watcher"]
     lines.append(
         f"(sends left pending after the watcher's ticks: {watcher['still_pending']} of "
@@ -959,6 +1246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=_int_list, default=[1, 4, 8])
     parser.add_argument("--proofs", type=_int_list, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--prepares", type=int, default=20)
+    parser.add_argument(
+        "--peers",
+        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+        default=list(PEER_WAYS),
+        help=f"TypeScript ways to run too, of {','.join(PEER_WAYS)} (default all; '' for none)",
+    )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -971,6 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
         prepares=args.prepares,
         database_url=args.database_url,
         redis_url=args.redis_url,
+        peers=args.peers,
     )
     print(format_report(result), flush=True)
     if args.json:

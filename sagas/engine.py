@@ -100,6 +100,9 @@ class SagaContext:
     # How long a step handed on to another task may take to start before recovery assumes
     # its message lost and hands it on again.
     handoff_grace: timedelta = timedelta(seconds=30)
+    # A prepared operation (inputs reserved, nothing sent) is its caller's until untouched
+    # this long; then recovery cancels it.
+    prepared_max_age: timedelta = timedelta(hours=24)
 
 
 @dataclass(frozen=True)

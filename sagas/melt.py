@@ -35,7 +35,6 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import func, select, true
@@ -421,7 +420,7 @@ def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> Progress:
 register_rule(KIND, "executing", recover)
 register_rule(KIND, "rolling_back", recover)
 register_rule(KIND, "pending", recover)
-register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
+register_rule(KIND, "prepared", recover)  # once stale: SagaContext.prepared_max_age
 
 
 def invoice_amount(invoice: str, now: float | None = None, network: str = "bc") -> int:

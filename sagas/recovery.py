@@ -86,6 +86,8 @@ def run_recovery(
             if states and state not in states:
                 continue
             min_age = (min_ages or {}).get((rule.kind, state), rule.min_age)
+            if min_age is None and state == "prepared":
+                min_age = ctx.prepared_max_age
             seen: set[uuid.UUID] = set()
             while len(seen) < batch:
                 with ctx.uow() as session:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from coincurve import PublicKey
@@ -321,7 +320,7 @@ def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, 
 register_rule(KIND, "executing", recover)
 register_rule(KIND, "rolling_back", recover)
 register_rule(KIND, "pending", recover)
-register_rule(KIND, "prepared", recover, min_age=timedelta(hours=24))
+register_rule(KIND, "prepared", recover)  # once stale: SagaContext.prepared_max_age
 
 
 # --- the steps' insides -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from nuts.client import MintClient, get_mint_client
 from nuts.secrets import derive_wallet_seed, mnemonic_to_seed
 from sagas.engine import SagaContext
 from sagas.seed import check_seed, seed_fingerprint
-from tasks.config import get_settings, master_mnemonic
+from tasks.config import Settings, get_settings, master_mnemonic
 
 
 @lru_cache(maxsize=1)
@@ -41,7 +41,10 @@ def check_master_seed() -> None:
 def saga_context() -> SagaContext:
     """The context of this process's steps, built once, after its seed was checked."""
     check_master_seed()
-    settings = get_settings()
+    return make_saga_context(get_settings())
+
+
+def make_saga_context(settings: Settings) -> SagaContext:
     return SagaContext(
         uow=partial(unit_of_work, settings.database_url),
         mint_client=mint_client,
@@ -49,4 +52,5 @@ def saga_context() -> SagaContext:
         network=settings.lightning_network,
         async_melts=settings.async_melts,
         handoff_grace=timedelta(seconds=settings.handoff_grace_seconds),
+        prepared_max_age=timedelta(seconds=settings.prepared_max_age_seconds),
     )

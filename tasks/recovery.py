@@ -47,7 +47,7 @@ def _send_next_step(kind: str, progress: Progress) -> None:
 @app.task(name="cashu.recovery.run")
 def run() -> dict[str, int]:
     """{"recovered", "rolled_back", "still_pending", "failed", "skipped"}."""
-    return _sweep(min_ages=prepared_min_ages())
+    return _sweep()
 
 
 @app.task(name="cashu.beat.poll_melts")
@@ -70,16 +70,10 @@ def poll_mint_quotes() -> dict[str, int]:
     return _poll({"mint"}, {"pending", "executing"})
 
 
-def prepared_min_ages() -> dict[tuple[str, str], timedelta]:
-    """CASHU_PREPARED_MAX_AGE_SECONDS for every saga that cancels stale prepared ones."""
-    age = timedelta(seconds=get_settings().prepared_max_age_seconds)
-    return {(rule.kind, rule.state): age for rule in RULES if rule.state == "prepared"}
-
-
 @app.task(name="cashu.beat.cancel_stale")
 def cancel_stale() -> dict[str, int]:
     """Prepared operations untouched for CASHU_PREPARED_MAX_AGE_SECONDS: cancelled."""
-    return _sweep(states={"prepared"}, min_ages=prepared_min_ages())
+    return _sweep(states={"prepared"})
 
 
 def _poll(kinds: set[str], states: set[str]) -> dict[str, int]:

@@ -1,6 +1,8 @@
 """A smoke run of the workload benchmark (bench/workload.py): two rounds, one repetition, one
-client, a thousand proofs. It keeps the benchmark from rotting; no figure is judged. Also
-bench/profile_round.py, and bench/slow_lightning.py with tiny numbers.
+client, a thousand proofs, and the TypeScript peers (coco, cashu-ts) when node and npm are on
+PATH (the first run installs them: npm ci in bench/peers). It keeps the benchmark from
+rotting; no figure is judged. Also bench/profile_round.py, and bench/slow_lightning.py with
+tiny numbers.
 
 Self-contained: a subprocess with its own mint, worker, beat, Postgres database
 (`cashu_worker_bench_smoke`, BENCH_SMOKE_DATABASE_URL overrides) and Redis db 8
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,7 @@ DATABASE_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("BENCH_SMOKE_REDIS_URL", "redis://127.0.0.1:6379/8")
 KINDS = ("mint", "send", "receive", "melt")
+PEERS = ("coco", "cashu-ts") if shutil.which("node") and shutil.which("npm") else ()
 
 
 def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
@@ -34,7 +38,7 @@ def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
         [sys.executable, str(REPO / "bench" / "workload.py")]
         + ["--rounds", "2", "--repeat", "1", "--concurrency", "1", "--proofs", "1000"]
         + ["--prepares", "3", "--database-url", DATABASE_URL, "--redis-url", REDIS_URL]
-        + ["--json", str(out)],
+        + ["--peers", ",".join(PEERS), "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -44,15 +48,24 @@ def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
     assert "ms per operation" in proc.stdout and "targets" in proc.stdout, proc.stdout
     result = json.loads(out.read_text())
 
-    for way in ("worker", "worker 2-step", "floor", "nutshell"):
+    ways = ("worker", "worker 2-step", "floor", "nutshell", *PEERS)
+    assert tuple(result["ways"]) == ways
+    for way in ways:
         for key in (*KINDS, "round"):
             assert result["per_op_ms"][way][key] > 0, (way, key)
         fees = result["fees"][way]
         assert fees["fees"] > 0 and fees["fee_requests"] > 0, (way, fees)
         # the fees counted per request are what the balances lost
         assert fees["fees"] == fees["fees_by_balance"], (way, fees)
-    for ratio in ("worker/floor", "worker/nutshell", "worker 2-step/floor"):
+        assert fees["balance_ok"] and fees["balance"] == fees["expected_balance"], (way, fees)
+    ratios = ["worker/floor", "worker/nutshell", "worker 2-step/floor"]
+    ratios += [f"{peer}/floor" for peer in PEERS] + [f"worker/{peer}" for peer in PEERS]
+    for ratio in ratios:
         assert all(result["ratios"][ratio][k] > 0 for k in (*KINDS, "round")), ratio
+    for peer in PEERS:
+        assert len(result["raw"][peer]) == 1 and len(result["raw"][peer][0]["times"]["mint"]) == 2
+        assert result["peer_versions"][peer]["version"], peer
+        assert f"\n{peer} " in proc.stdout, peer  # its row in the every-way table
 
     assert result["worker_tasks_per_round"] == {"worker": 5, "worker 2-step": 7}
     [throughput] = result["throughput"]

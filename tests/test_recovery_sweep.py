@@ -87,3 +87,23 @@ def test_the_next_sweep_settles_every_operation_once_the_mint_answers_again(
     assert bal(saga_context, wallet_id)["total"] == 300 - fees
     assert bal(saga_context, wallet_id)["pending"] == sent
     assert bal(saga_context, wallet_id)["reserved"] == 0
+
+
+def test_a_sweep_cancels_a_prepared_send_only_once_older_than_the_contexts_prepared_age(
+    saga_context: SagaContext, wallet_id: str, mint_url: str
+) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    fund(saga_context, wallet_id, mint_url, 64)
+    prepared = send_saga.prepare(saga_context, wallet_id, mint_url, 8)
+    patient = replace(saga_context, prepared_max_age=timedelta(hours=1))
+    run_recovery(patient, lock=no_lock, kinds={"send"}, states={"prepared"})
+    assert states_of(saga_context, [prepared]) == ["prepared"]
+    assert bal(saga_context, wallet_id)["reserved"] == prepared["input_amount"]
+
+    stale = replace(saga_context, prepared_max_age=timedelta(0))
+    run_recovery(stale, lock=no_lock, kinds={"send"}, states={"prepared"})
+    assert states_of(saga_context, [prepared]) == ["rolled_back"]
+    assert bal(saga_context, wallet_id)["spendable"] == 64
+    assert bal(saga_context, wallet_id)["reserved"] == 0

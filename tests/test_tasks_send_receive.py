@@ -371,18 +371,13 @@ def test_cancel_stale_cancels_prepared_sends_older_than_the_configured_age(
 
 
 def test_the_prepared_age_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.config import get_settings
-    from tasks.recovery import prepared_min_ages
+    from tasks.config import Settings
+    from tasks.context import make_saga_context
 
     monkeypatch.setenv("CASHU_PREPARED_MAX_AGE_SECONDS", "120")
-    get_settings.cache_clear()
-    try:
-        assert prepared_min_ages()[("send", "prepared")] == timedelta(seconds=120)
-        monkeypatch.delenv("CASHU_PREPARED_MAX_AGE_SECONDS")
-        get_settings.cache_clear()
-        assert prepared_min_ages()[("send", "prepared")] == timedelta(hours=24)
-    finally:
-        get_settings.cache_clear()
+    assert make_saga_context(Settings()).prepared_max_age == timedelta(seconds=120)
+    monkeypatch.delenv("CASHU_PREPARED_MAX_AGE_SECONDS")
+    assert make_saga_context(Settings()).prepared_max_age == timedelta(hours=24)
 
 
 # --- a worker killed mid-swap -----------------------------------------------------------------
