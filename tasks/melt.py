@@ -1,11 +1,13 @@
 """Melt saga tasks (sagas/melt.py): prepare, execute, pay (the two in one), refresh, cancel,
 reclaim, get_by_quote; and the internal steps execute hands on to.
 
-execute and pay make the pre-flight check and the write-ahead, then hand on to
-`cashu.melt.step.swap` (the pre-swap, when there is one), `cashu.melt.step.pay` (the melt
-request: with a mint that cannot pay in the background it waits for the payment) and,
-while the payment is pending, `cashu.melt.step.check` (the quote's state, a little later
-each time). The steps run on the cashu.lightning queue, not the one everything else needs.
+execute and pay hand a caller that waits over to `cashu.melt.step.begin` /
+`cashu.melt.step.prepare_and_begin` at once (with wait=False they do that step themselves):
+the pre-flight check and the write-ahead; then `cashu.melt.step.swap` (the pre-swap, when
+there is one), `cashu.melt.step.pay` (the melt request: with a mint that cannot pay in
+the background it waits for the payment) and, while the payment is pending,
+`cashu.melt.step.check` (the quote's state, a little later each time). The steps run on
+the cashu.lightning queue, not the one everything else needs.
 A caller that waits (`.get()`, a chain) gets the final Operation: each step replaces the
 one before it (Task.replace). With wait=False it gets the operation as it stands, and the
 steps go on beside it; its notify_task and the event stream tell how it ends.
@@ -30,10 +32,12 @@ from tasks.context import saga_context
 from tasks.steps import (
     hand_on,
     polls_left,
+    replaceable,
     run_locked_step,
     run_new_locked_step,
     run_step,
     step_lock_wait,
+    step_signature,
 )
 
 KIND = melt_saga.KIND
@@ -89,20 +93,12 @@ def pay(
     unit: str = "sat",
 ) -> dict[str, Any]:
     """prepare + execute in one call, for callers that need not see the fees first;
-    max_fee bounds them."""
+    max_fee bounds them. A caller that waits is handed over to the melt's queue at once."""
+    arguments = _pay_arguments(wallet, mint_url, invoice, method, max_fee, notify_task, unit)
     wait = valid.flag(wait, "wait")
-    progress = run_new_locked_step(
-        melt_saga.prepare_and_begin,
-        uuid.uuid4(),
-        valid.wallet(wallet),
-        valid.mint_url(mint_url),
-        valid.invoice(invoice),
-        valid.method(method),
-        valid.notify_task(notify_task),
-        valid.max_fee(max_fee),
-        valid.unit(unit),
-    )
-    return hand_on(self, KIND, progress, wait=wait)
+    if wait and replaceable(self):
+        return self.replace(app.signature("cashu.melt.step.prepare_and_begin", kwargs=arguments))
+    return _prepare_and_begin(self, arguments, wait)
 
 
 @app.task(name="cashu.melt.execute", bind=True)
@@ -113,9 +109,53 @@ def execute(
     quote_id: str | None = None,
     wait: bool = True,
 ) -> dict[str, Any]:
+    """A caller that waits is handed over to the melt's queue at once; one that does not
+    gets the operation once its write-ahead is committed."""
     wait = valid.flag(wait, "wait")
     op_id = _operation_id(operation_id, mint_url, quote_id)
-    return hand_on(self, KIND, run_locked_step(melt_saga.begin, op_id), wait=wait)
+    if wait and replaceable(self):
+        return self.replace(step_signature(KIND, "begin", op_id, wait=True))
+    return _begin(self, op_id, wait)
+
+
+def _pay_arguments(
+    wallet: object,
+    mint_url: object,
+    invoice: object,
+    method: object,
+    max_fee: object,
+    notify_task: object,
+    unit: object,
+) -> dict[str, Any]:
+    return {
+        "wallet": valid.wallet(wallet),
+        "mint_url": valid.mint_url(mint_url),
+        "invoice": valid.invoice(invoice),
+        "method": valid.method(method),
+        "max_fee": valid.max_fee(max_fee),
+        "notify_task": valid.notify_task(notify_task),
+        "unit": valid.unit(unit),
+    }
+
+
+def _begin(task: Task, op_id: str, wait: bool) -> dict[str, Any]:
+    """As a public call does: a lock another holds is OperationInProgressError at once."""
+    return hand_on(task, KIND, run_locked_step(melt_saga.begin, op_id), wait=wait)
+
+
+def _prepare_and_begin(task: Task, arguments: dict[str, Any], wait: bool) -> dict[str, Any]:
+    progress = run_new_locked_step(
+        melt_saga.prepare_and_begin,
+        uuid.uuid4(),
+        arguments["wallet"],
+        arguments["mint_url"],
+        arguments["invoice"],
+        arguments["method"],
+        arguments["notify_task"],
+        arguments["max_fee"],
+        arguments["unit"],
+    )
+    return hand_on(task, KIND, progress, wait=wait)
 
 
 @app.task(name="cashu.melt.refresh", bind=True)
@@ -132,6 +172,29 @@ def refresh(
 
 
 # --- the steps execute hands on to (internal: callers use execute or pay) ----------------------
+# A caller that waits hands its melt over to them at once: everything a melt does at the
+# mint runs on the cashu.lightning queue, and a burst of payments never queues before other
+# users' work on cashu.
+
+
+@app.task(name="cashu.melt.step.prepare_and_begin", bind=True)
+def prepare_and_begin_step(
+    self: Task,
+    wallet: str,
+    mint_url: str,
+    invoice: str,
+    method: str = "bolt11",
+    max_fee: int | None = None,
+    notify_task: str | None = None,
+    unit: str = "sat",
+) -> dict[str, Any]:
+    arguments = _pay_arguments(wallet, mint_url, invoice, method, max_fee, notify_task, unit)
+    return _prepare_and_begin(self, arguments, wait=True)
+
+
+@app.task(name="cashu.melt.step.begin", bind=True)
+def begin_step(self: Task, operation_id: str, wait: bool = True) -> dict[str, Any]:
+    return _begin(self, valid.operation_id(operation_id), valid.flag(wait, "wait"))
 
 
 @app.task(name="cashu.melt.step.swap", bind=True)

@@ -77,10 +77,16 @@ def hand_on(
     if progress.next_step is None or progress.next_step in until:
         return progress.view
     signature = step_signature(kind, progress.next_step, progress.view["id"], wait, attempt)
-    if wait and task.request.id and not task.request.is_eager:
+    if wait and replaceable(task):
         return task.replace(signature)  # raises Ignore: the step answers the caller
     signature.apply_async()
     return progress.view
+
+
+def replaceable(task: Task) -> bool:
+    """Whether `task` can hand its caller over to another task (Task.replace): not when it
+    runs eagerly, in its caller's process."""
+    return bool(task.request.id) and not task.request.is_eager
 
 
 def step_signature(

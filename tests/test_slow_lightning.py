@@ -91,3 +91,31 @@ def test_without_asynchronous_melts_the_payment_waits_on_the_lightning_workers_n
     own_workers("cashu.lightning", pool="threads", concurrency=4, CASHU_ASYNC_MELTS=async_melts)
 
     send_while_paying(public.client, slow_mint(fresh_mint, version))
+
+
+def test_a_waiting_melt_leaves_the_public_queue_at_once_and_pays_on_the_lightning_workers(
+    own_workers: Callable[..., RunningWorker], fresh_mint: Callable[..., RunningMint]
+) -> None:
+    """With no worker on cashu.lightning yet, a waiting cashu.melt.pay has done nothing at
+    all (not even its quote): the public worker only handed it over, and is free."""
+    public = own_workers("cashu,cashu.beat")
+    client = public.client
+    url = call(client, "cashu.mints.add", url=slow_mint(fresh_mint, "0.20.2").url)["url"]
+    payer = new_wallet_name("payer")
+    fund(client, payer, url, 300)
+
+    payment = client.send_task(
+        "cashu.melt.pay",
+        kwargs={"wallet": payer, "mint_url": url, "invoice": make_invoice(100)},
+        queue="cashu",
+    )
+    time.sleep(1.0)
+    assert call(client, "cashu.ops.list", wallet=payer, kind="melt")["operations"] == []
+    assert not payment.ready()
+
+    own_workers("cashu.lightning", pool="threads", concurrency=4)
+    paid = payment.get(timeout=TIMEOUT)
+    assert paid["state"] == "finalized", paid
+    worst = paid["fee_reserve"] + paid["swap_fee"] + paid["input_fee"]
+    assert 0 <= paid["effective_fee"] <= worst
+    assert_balance(client, payer, spendable=300 - 100 - paid["effective_fee"])

@@ -95,7 +95,7 @@ def test_a_step_that_outlives_the_lock_lease_keeps_its_lock_while_it_runs(
         mint_url=proxy.url,
         invoice=make_invoice(100),
     )
-    proxy.hold("/v1/melt/bolt11", lease + 4)  # paid, but the answer comes after a lease
+    proxy.hold("/v1/melt/bolt11", lease + 8)  # paid, but the answer comes after a lease
     slow = celery_client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]})
     assert proxy.answered.wait(TIMEOUT)
     time.sleep(lease + 1)
