@@ -181,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         wallet_seed=lru_cache(partial(derive_wallet_seed, TEST_MNEMONIC)),  # as the worker
     )
     try:
-        with ctx.uow() as session:
-            url = registry.add_mint(session, ctx.mint_client(running.url), running.url, True)["url"]
+        url = registry.add_mint(ctx, running.url, True)["url"]
         meter = Meter(args.database_url)
         a, b = f"profile-{uuid.uuid4().hex[:6]}-A", f"profile-{uuid.uuid4().hex[:6]}-B"
         keysets = fetch_keysets(MintClient(running.url))

@@ -218,7 +218,7 @@ def transition(
     `data` is merged into op.data. Raises InvalidStateError for an illegal
     transition and StaleOperationError when the compare-and-set loses.
     """
-    spec = SPECS[op.kind]
+    spec = spec_of(op.kind)
     if to not in spec.transitions.get(op.state, frozenset()):
         raise InvalidStateError(f"{op.kind} operation cannot go from {op.state} to {to}")
     # A state change also ends any poller's claim, so the same sweep can see it again.
@@ -256,14 +256,14 @@ def record_error(
     """Note an error on an open operation without moving it (recovery will retry)."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, kind)
-        if op.state not in SPECS[kind].terminal:
+        if op.state not in spec_of(kind).terminal:
             update_operation(session, op, error=error)
         return operation_view(op)
 
 
 def record_event(session: Session, op: Operation) -> None:
     """The outbox row announcing the state `op` is in now (same transaction)."""
-    spec = SPECS[op.kind]
+    spec = spec_of(op.kind)
     payload = operation_view(op)
     payload.pop("token", None)  # a token is money to whoever reads it: callers get it, streams not
     session.connection().execute(
@@ -344,9 +344,18 @@ def _severity_of(error: CashuError) -> Severity:
     return Severity.MEDIUM if isinstance(error, MintAmbiguousError) else Severity.HIGH
 
 
+def spec_of(kind: str) -> SagaSpec:
+    """The registered spec of `kind`; a kind nobody registered is a wiring mistake, never
+    an operation shown without its fields."""
+    try:
+        return SPECS[kind]
+    except KeyError:
+        raise LookupError(f"saga {kind!r} is not registered (import sagas.catalog)") from None
+
+
 def operation_view(op: Operation) -> dict[str, Any]:
     """The Operation JSON of the public contract (docs/design.md section 2)."""
-    spec = SPECS.get(op.kind)
+    spec = spec_of(op.kind)
     view: dict[str, Any] = {
         "id": str(op.id),
         "wallet": op.wallet,
@@ -358,7 +367,7 @@ def operation_view(op: Operation) -> dict[str, Any]:
         "amount": op.amount,
         "quote_id": op.quote_id,
     }
-    for key in spec.public_data if spec else ():
+    for key in spec.public_data:
         if key in op.data:
             view[key] = op.data[key]
     view["error"] = (

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from models import Keyset as KeysetRow
 from models import Mint, Operation, Proof, ProofState
-from nuts.client import MintClient, normalize_mint_url
+from nuts.client import normalize_mint_url
 from nuts.errors import CashuError
 from nuts.keysets import Keyset, fetch_keysets
 from nuts.models import KeysetInfo, KeysetKeys
@@ -49,25 +49,32 @@ def mint_view(mint: Mint, keysets: list[KeysetRow]) -> dict[str, Any]:
     }
 
 
-def add_mint(session: Session, client: MintClient, url: str, trusted: bool = True) -> dict:
-    """Register (or refresh) a mint: its NUT-06 info and its verified keysets."""
+def add_mint(ctx: SagaContext, url: str, trusted: bool = True) -> dict:
+    """Register (or refresh) a mint: its NUT-06 info and its verified keysets, asked for
+    before the transaction that stores them (none is open while the mint is asked)."""
     url = normalize_mint_url(url)
-    info = client.info()
-    session.execute(
-        insert(Mint)
-        .values(url=url, trusted=trusted, info=info.model_dump(exclude_none=True))
-        .on_conflict_do_update(
-            index_elements=["url"],
-            set_={"trusted": trusted, "info": info.model_dump(exclude_none=True)},
+    client = ctx.mint_client(url)
+    info, keysets = client.info().model_dump(exclude_none=True), fetch_keysets(client)
+    with ctx.uow() as session:
+        session.execute(
+            insert(Mint)
+            .values(url=url, trusted=trusted, info=info)
+            .on_conflict_do_update(index_elements=["url"], set_={"trusted": trusted, "info": info})
         )
-    )
-    sync_keysets(session, client, url)
-    return get_mint(session, url)
+        _store_keysets(session, url, keysets)
+        return get_mint(session, url)
 
 
-def sync_keysets(session: Session, client: MintClient, url: str) -> dict[str, Keyset]:
-    """Fetch, verify and store the mint's keysets (active flags and fees may change)."""
-    keysets = fetch_keysets(client)
+def sync_keysets(ctx: SagaContext, url: str) -> dict[str, Keyset]:
+    """Fetch and verify the mint's keysets, then store them (active flags and fees may
+    change)."""
+    keysets = fetch_keysets(ctx.mint_client(url))
+    with ctx.uow() as session:
+        _store_keysets(session, url, keysets)
+    return keysets
+
+
+def _store_keysets(session: Session, url: str, keysets: dict[str, Keyset]) -> None:
     for keyset in keysets.values():
         values = {
             "unit": keyset.unit,
@@ -92,7 +99,6 @@ def sync_keysets(session: Session, client: MintClient, url: str) -> dict[str, Ke
         .where(KeysetRow.mint_url == url, KeysetRow.id.not_in(list(keysets)), KeysetRow.active)
         .values(active=False)
     )
-    return keysets
 
 
 def refresh_all_keysets(ctx: SagaContext) -> dict[str, Any]:
@@ -105,8 +111,7 @@ def refresh_all_keysets(ctx: SagaContext) -> dict[str, Any]:
     refreshed, failed = [], {}
     for url in urls:
         try:
-            with ctx.uow() as session:
-                sync_keysets(session, ctx.mint_client(url), url)
+            sync_keysets(ctx, url)
             refreshed.append(url)
         except (CashuError, ValueError) as exc:
             failed[url] = str(exc)

@@ -199,8 +199,8 @@ def _check_token(ctx: SagaContext, wallet: str, token: str, trust_mint: bool) ->
     parsed = decode_token(token)
     mint_url, keysets = _trusted_mint_for(ctx, parsed.mint, trust_mint)
     if not set(_short(parsed)) <= {k[:16] for k in keysets}:
-        with ctx.uow() as session:  # a keyset we have not seen yet: fetch and verify it
-            registry.sync_keysets(session, ctx.mint_client(mint_url), mint_url)
+        registry.sync_keysets(ctx, mint_url)  # a keyset we have not seen yet: fetch, verify
+        with ctx.uow() as session:
             keysets = load_keysets(session, mint_url)
     try:
         parsed = expand_keyset_ids(parsed, keysets)
@@ -341,8 +341,8 @@ def _trusted_mint_for(
     except (UnknownMintError, UntrustedMintError):
         if not trust_mint:
             raise
+    url = registry.add_mint(ctx, url, trusted=True)["url"]
     with ctx.uow() as session:
-        url = registry.add_mint(session, ctx.mint_client(url), url, trusted=True)["url"]
         return url, load_keysets(session, url)
 
 

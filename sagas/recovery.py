@@ -23,12 +23,12 @@ from typing import Any
 from models import Operation
 from nuts.errors import CashuError
 from sagas.engine import (
-    SPECS,
     Progress,
     SagaContext,
     claim_operations,
     drive,
     release_claims,
+    spec_of,
 )
 from sagas.errors import OperationInProgressError
 
@@ -151,7 +151,7 @@ def _recover_one(
         if hand_on is not None and result.next_step not in (None, POLL_STEP):
             hand_on(rule.kind, result)
         result = result.view
-    spec = SPECS[rule.kind]
+    spec = spec_of(rule.kind)
     if result["state"] == "finalized":
         return "recovered"
     if result["state"] in spec.terminal:

@@ -63,8 +63,8 @@ def restore_wallet(
     """Bring back every proof of `wallet` at `mint_url` from the wallet's seed alone."""
     mint_url = _registered(ctx, mint_url)
     client = ctx.mint_client(mint_url)
+    registry.sync_keysets(ctx, mint_url)
     with ctx.uow() as session:
-        registry.sync_keysets(session, client, mint_url)
         keysets = load_keysets(session, mint_url)
     seed = ctx.wallet_seed(wallet)
     found: list[WireProof] = []
@@ -347,5 +347,4 @@ def _registered(ctx: SagaContext, url: str) -> str:
         with ctx.uow() as session:
             return require_trusted_mint(session, url)
     except UnknownMintError:
-        with ctx.uow() as session:
-            return registry.add_mint(session, ctx.mint_client(url), url, trusted=True)["url"]
+        return registry.add_mint(ctx, url, trusted=True)["url"]

@@ -14,9 +14,7 @@ from tasks.context import saga_context
 @app.task(name="cashu.mints.add")
 def add(url: str, trusted: bool = True) -> dict[str, Any]:
     url, trusted = valid.mint_url(url, "url"), valid.flag(trusted, "trusted")
-    ctx = saga_context()
-    with ctx.uow() as session:
-        return mints.add_mint(session, ctx.mint_client(url), url, trusted)
+    return mints.add_mint(saga_context(), url, trusted)
 
 
 @app.task(name="cashu.mints.set_trusted")

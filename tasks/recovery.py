@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from celery import current_task
 
-from sagas import melt, mint, receive, send  # noqa: F401  (each registers its recovery rules)
+import sagas.catalog  # noqa: F401 - every saga's recovery rules
 from sagas.engine import Progress
 from sagas.recovery import RULES, run_recovery
 from tasks.app import app

@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def register_mint(ctx: SagaContext, url: str, trusted: bool = True) -> str:
-    with ctx.uow() as session:
-        return registry.add_mint(session, ctx.mint_client(url), url, trusted)["url"]
+    return registry.add_mint(ctx, url, trusted)["url"]
 
 
 def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> None:
@@ -140,6 +139,41 @@ def with_transport(ctx: SagaContext, transport: httpx.BaseTransport) -> SagaCont
         return clients.setdefault(url, MintClient(url, transport=transport))
 
     return dataclasses.replace(ctx, mint_client=client)
+
+
+@dataclasses.dataclass
+class RequestWatch:
+    asked: list[str] = dataclasses.field(default_factory=list)  # every request's path
+    asked_inside: list[str] = dataclasses.field(default_factory=list)  # with a unit of work open
+
+    def clear(self) -> None:
+        self.asked.clear()
+        self.asked_inside.clear()
+
+
+def asking_outside_transactions(ctx: SagaContext) -> tuple[SagaContext, RequestWatch]:
+    """A context that records the path of every mint request, and of those made while one
+    of its units of work is open (the rule: no transaction is open while the mint is asked)."""
+    open_units = [0]
+    watch = RequestWatch()
+
+    @contextlib.contextmanager
+    def uow():
+        open_units[0] += 1
+        try:
+            with ctx.uow() as session:
+                yield session
+        finally:
+            open_units[0] -= 1
+
+    class Watching(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            watch.asked.append(request.url.path)
+            if open_units[0]:
+                watch.asked_inside.append(request.url.path)
+            return super().handle_request(request)
+
+    return dataclasses.replace(with_transport(ctx, Watching()), uow=uow), watch
 
 
 def losing(ctx: SagaContext, path: str, *, before: bool = False) -> SagaContext:

@@ -43,9 +43,7 @@ TOKEN = re.compile(r"cashu[AB][A-Za-z0-9_\-+/=]+")
 
 @pytest.fixture
 def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
-    with saga_context.uow() as session:
-        client = saga_context.mint_client(test_mint.url)
-        return registry.add_mint(session, client, test_mint.url)["url"]
+    return registry.add_mint(saga_context, test_mint.url)["url"]
 
 
 def fund(ctx: SagaContext, wallet: str, url: str, amount: int) -> dict:

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 import pytest
 from mint_harness import RunningMint, free_port
-from saga_helpers import bal, fund, register_mint
+from saga_helpers import asking_outside_transactions, bal, fund, register_mint
 from sqlalchemy import select
 from task_helpers import new_wallet_name
 
 from models import Keyset
+from sagas import mints as registry
 from sagas.engine import SagaContext
 
 pytestmark = pytest.mark.mint
@@ -42,3 +43,21 @@ def test_a_keyset_the_mint_no_longer_lists_is_made_inactive_and_minting_goes_on(
     assert keysets[old] is False  # kept, for the proofs of it we hold
     assert [active for kid, active in keysets.items() if kid != old] == [True]
     assert bal(saga_context, wallet)["spendable"] == 64 + 32
+
+
+def test_adding_a_mint_asks_it_with_no_transaction_open(
+    saga_context: SagaContext, test_mint: RunningMint
+) -> None:
+    watched, watch = asking_outside_transactions(saga_context)
+    view = registry.add_mint(watched, test_mint.url)
+    assert view["keysets"] and "/v1/keysets" in watch.asked
+    assert watch.asked_inside == []
+
+
+def test_syncing_keysets_asks_the_mint_with_no_transaction_open(
+    saga_context: SagaContext, test_mint: RunningMint
+) -> None:
+    url = register_mint(saga_context, test_mint.url)
+    watched, watch = asking_outside_transactions(saga_context)
+    assert registry.sync_keysets(watched, url) and "/v1/keysets" in watch.asked
+    assert watch.asked_inside == []
