@@ -36,8 +36,7 @@ from datetime import timedelta
 from typing import Any
 
 from tasks.config import Settings, get_settings
-
-BEAT_QUEUE = "cashu.beat"  # tasks.app.BEAT_QUEUE (not imported: tasks.app imports this file)
+from tasks.queues import BEAT_QUEUE
 
 
 def _entry(task: str, seconds: float) -> dict[str, Any]:

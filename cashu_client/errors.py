@@ -97,7 +97,7 @@ class BrokerError(_CodedError, ConnectionError):
     code = "BROKER_ERROR"
 
 
-# --- the worker's errors (nuts/errors.py, sagas/errors.py, tasks/app.py) ------------------------
+# --- the worker's errors (nuts/errors.py, sagas/errors.py, tasks/deliveries.py) -------------------
 
 
 class InvalidTokenError(_CodedError):

@@ -34,7 +34,7 @@ def client() -> Celery:
     from tasks.config import get_settings
 
     # RedactingAMQP: the token sent to cashu.receive.redeem stays out of message headers
-    app = Celery("cashu-demo", amqp="tasks.app:RedactingAMQP", set_as_current=False)
+    app = Celery("cashu-demo", amqp="tasks.redaction:RedactingAMQP", set_as_current=False)
     app.conf.update(celery_config(get_settings()))
     return app
 

@@ -15,7 +15,7 @@ import json
 import logging
 from typing import Any
 
-from celery import current_task
+from celery import current_task, signals
 from sqlalchemy import Row, bindparam, func, select, text, update
 
 from models.db import unit_of_work
@@ -127,14 +127,20 @@ def request_relay() -> None:
     """Ask for the events a step just committed to be published.
 
     In a worker they are published by this process right after the task's result went
-    out (CashuTask.after_return calls relay_after_task): the caller does not wait for them
-    and no relay task is needed. Elsewhere a relay task is queued now.
+    out (task_postrun, below): the caller does not wait for them and no relay task is
+    needed. Elsewhere a relay task is queued now.
     """
     task = current_task
     if task is None or task.request.is_eager or not task.request.id:
         send_relay()
     else:
         task.request.relay_events = True
+
+
+@signals.task_postrun.connect
+def _relay_after_task(task: Any = None, **_: Any) -> None:
+    if task is not None and getattr(task.request, "relay_events", False):
+        relay_after_task()
 
 
 def relay_after_task() -> None:

@@ -11,7 +11,7 @@ task's own `wallet` and `operation_id` arguments (when it has them), added to by
 step layer (tasks/steps.py: the operation a step works on or created), closed at
 task_postrun, after Celery logged the task's outcome.
 
-Token redaction (tasks/app.py: RedactingLogFilter on every handler) runs before any
+Token redaction (tasks/redaction.py: RedactingLogFilter on every handler) runs before any
 formatter; JsonFormatter applies its `redact` function to the message and the exception
 text once more, as the last step before the line is written.
 """
@@ -27,6 +27,12 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+
+from celery import signals
+
+from cashu_client.redaction import redact_text
+from tasks.config import get_settings
+from tasks.redaction import RedactingLogFilter
 
 CONTEXT_KEYS = ("operation_id", "wallet")
 _context: ContextVar[dict[str, str] | None] = ContextVar("cashu_log_context", default=None)
@@ -162,3 +168,51 @@ def use_json(
         for handler in getattr(target, "handlers", ()):
             if not isinstance(handler.formatter, JsonFormatter):
                 handler.setFormatter(JsonFormatter(redact))
+
+
+# --- the worker's log handlers: redacted, quiet when idle, JSON when asked -------------------
+
+QUIET_TASKS = ("cashu.beat.", "cashu.events.")  # the beat's ticks and the event relay
+
+
+class QuietTicksFilter(logging.Filter):
+    """An idle system is quiet: the beat sending its ticks, and a worker receiving and
+    finishing them, log at INFO only when Celery's logging is at DEBUG. A tick that moved
+    something says so in its own line (tasks/recovery.py); a failed one logs as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _about_a_tick(record):
+            return True
+        return logging.getLogger("celery").isEnabledFor(logging.DEBUG)
+
+
+def _about_a_tick(record: logging.LogRecord) -> bool:
+    data = getattr(record, "data", None)  # the worker's received / succeeded lines
+    names = [data.get("name")] if isinstance(data, dict) else []
+    if isinstance(record.args, tuple):  # beat: "Scheduler: Sending due task %s (%s)"
+        names += record.args
+    return any(isinstance(n, str) and n.startswith(QUIET_TASKS) for n in names)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    for target in (logger, logging.getLogger()):
+        for handler in getattr(target, "handlers", ()):
+            if not any(isinstance(f, RedactingLogFilter) for f in handler.filters):
+                handler.addFilter(RedactingLogFilter())
+                handler.addFilter(QuietTicksFilter())
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    """CASHU_LOG_FORMAT=json: one JSON object per line (tasks/log_format.py). The handlers
+    keep their RedactingLogFilter; the formatter redacts its output once more."""
+    if get_settings().log_format == "json":
+        use_json((logger, logging.getLogger()), redact=redact_text)
+
+
+# operation_id / wallet of the task at hand, for the JSON log lines
+signals.task_prerun.connect(open_task_context)
+signals.task_postrun.connect(close_task_context)

@@ -10,7 +10,7 @@
 One GROUP BY query per scrape (a 5 s statement timeout), nothing kept in memory between
 scrapes, so every worker reports the same numbers: scrape one of them. The worker's main
 process serves them over HTTP when CASHU_METRICS_PORT is set (CASHU_METRICS_ADDR, default
-127.0.0.1): see `start_metrics_server`, hooked to worker_ready in tasks/app.py.
+127.0.0.1): see `start_metrics_server`, hooked to worker_ready in tasks/lifecycle.py.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_every_worker_error_has_its_class_and_code() -> None:
 
     import nuts.errors
     import sagas.errors
-    from tasks.app import TooManyDeliveriesError
+    from tasks.deliveries import TooManyDeliveriesError
 
     worker_classes = [TooManyDeliveriesError]
     for module in (nuts.errors, sagas.errors):

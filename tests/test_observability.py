@@ -17,12 +17,13 @@ from celery import Celery, signals
 from prometheus_client import generate_latest
 from sqlalchemy import delete
 
+from cashu_client.redaction import redact_text
 from models import AuditRecord, Event, Operation
 from models.db import unit_of_work
 from tasks import log_format, metrics
-from tasks.app import RedactingLogFilter, redact_text
 from tasks.config import get_settings
 from tasks.log_format import JsonFormatter, bind, current_context, log_context
+from tasks.redaction import RedactingLogFilter
 
 TOKEN = "cashuBo2FteBxodHRwOi8vMTI3LjAuMC4xOjMzMzhhdWNzYXRhdIGiYWlI" + "A" * 60
 

@@ -1,7 +1,7 @@
 """Recovery, proved end to end against a real worker and a real Nutshell mint.
 
 1. A worker that starts settles what a dead worker left `executing`, with no task called:
-   the start-up run (tasks/app.py `_recover_at_start` sends cashu.recovery.run). Those
+   the start-up run (tasks/lifecycle.py `_recover_at_start` sends cashu.recovery.run). Those
    tests run a worker of their own on a Redis database of its own (as tests/test_clock_skew.py
    does), so the session's worker cannot help; the operation is driven into `executing` at
    saga level first, and shown to sit there before the worker starts.

@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from tasks.app import QuietTicksFilter, app
+from tasks.app import app
+from tasks.log_format import QuietTicksFilter
 
 
 def record(msg: str, *, data: dict | None = None, args: tuple = ()) -> logging.LogRecord:

@@ -48,7 +48,7 @@ def test_a_step_delivered_too_often_fails_and_marks_its_operation(
 ) -> None:
     import redis
 
-    from tasks.app import DELIVERY_KEY
+    from tasks.deliveries import DELIVERY_KEY
 
     op = call(celery_client, "cashu.mint.prepare", wallet=wallet, mint_url=mint_url, amount=32)
     task_id = str(uuid.uuid4())
