@@ -37,8 +37,13 @@ from workload import FloorWallet, MintClient, Tally, fetch_keysets, floor_steps 
 from models.db import engine, unit_of_work  # noqa: E402
 from nuts.client import get_mint_client  # noqa: E402
 from nuts.secrets import derive_wallet_seed  # noqa: E402
-from sagas import melt, mint, receive, send  # noqa: E402
-from sagas import mints as registry  # noqa: E402
+from sagas import (  # noqa: E402
+    melt,
+    mint,
+    receive,
+    registry,  # noqa: E402
+    send,
+)
 from sagas.engine import SagaContext  # noqa: E402
 
 KINDS = ("mint", "send", "receive", "melt")

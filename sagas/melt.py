@@ -35,6 +35,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NoReturn
 
 from sqlalchemy import func, select, true
@@ -90,14 +91,6 @@ from sagas.errors import (
     ProofsSpentAtMintError,
     UnsupportedMethodError,
 )
-from sagas.mints import (
-    active_keyset,
-    fee_ppk,
-    load_keysets,
-    pays_in_background,
-    require_trusted_mint,
-    trusted_keysets,
-)
 from sagas.proofs import (
     Candidate,
     balance,
@@ -110,6 +103,14 @@ from sagas.proofs import (
     to_wire,
 )
 from sagas.recovery import register_rule
+from sagas.registry import (
+    active_keyset,
+    fee_ppk,
+    load_keysets,
+    pays_in_background,
+    require_trusted_mint,
+    trusted_keysets,
+)
 from sagas.swap import (
     SwapResult,
     inputs_state,
@@ -122,22 +123,39 @@ from sagas.swap import (
 )
 
 KIND = "melt"
+
+
+class MeltState(StrEnum):
+    """The states of a melt operation (the transitions below)."""
+
+    PREPARED = "prepared"
+    EXECUTING = "executing"
+    PENDING = "pending"
+    ROLLING_BACK = "rolling_back"
+    FINALIZED = "finalized"
+    ROLLED_BACK = "rolled_back"
+
+
 METHODS = frozenset({"bolt11"})
 
 SPEC = register(
     SagaSpec(
         kind=KIND,
         transitions={
-            "prepared": frozenset({"executing", "rolling_back"}),
-            "executing": frozenset({"pending", "finalized", "rolling_back"}),
-            "pending": frozenset({"finalized", "rolling_back"}),
-            "rolling_back": frozenset({"rolled_back", "pending"}),
-            "finalized": frozenset(),
-            "rolled_back": frozenset(),
+            MeltState.PREPARED: frozenset({MeltState.EXECUTING, MeltState.ROLLING_BACK}),
+            MeltState.EXECUTING: frozenset(
+                {MeltState.PENDING, MeltState.FINALIZED, MeltState.ROLLING_BACK}
+            ),
+            MeltState.PENDING: frozenset({MeltState.FINALIZED, MeltState.ROLLING_BACK}),
+            MeltState.ROLLING_BACK: frozenset({MeltState.ROLLED_BACK, MeltState.PENDING}),
+            MeltState.FINALIZED: frozenset(),
+            MeltState.ROLLED_BACK: frozenset(),
         },
-        terminal=frozenset({"finalized", "rolled_back"}),
+        terminal=frozenset({MeltState.FINALIZED, MeltState.ROLLED_BACK}),
         event_prefix="melt-op",
-        evented=frozenset({"prepared", "pending", "finalized", "rolled_back"}),
+        evented=frozenset(
+            {MeltState.PREPARED, MeltState.PENDING, MeltState.FINALIZED, MeltState.ROLLED_BACK}
+        ),
         public_data=(
             "request",
             "fee_reserve",
@@ -211,7 +229,7 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
 def begin(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "prepared":
+        if op.state != MeltState.PREPARED:
             return _carry_on(op)
         _, keysets = trusted_keysets(session, op.mint_url)
         inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
@@ -244,7 +262,7 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     to pay only once the swap is known done and its proofs stored."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "executing" or op.data.get("phase") != "swap":
+        if op.state != MeltState.EXECUTING or op.data.get("phase") != "swap":
             return _carry_on(op)
         op_id, first_attempt = op.id, not op.data.get("swap_sent")
         if first_attempt:
@@ -258,7 +276,7 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "executing" or op.data.get("phase") != "swap":
+        if op.state != MeltState.EXECUTING or op.data.get("phase") != "swap":
             return _carry_on(op)
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
@@ -287,7 +305,7 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
 def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "executing" or op.data.get("phase") != "melt":
+        if op.state != MeltState.EXECUTING or op.data.get("phase") != "melt":
             return _carry_on(op)
         rows = proofs_of_operation(session, op.id)
         inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
@@ -297,7 +315,7 @@ def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         request = _MeltRequest.of(op, inputs, load_keysets(session, op.mint_url))
         in_background = ctx.async_melts and pays_in_background(session, op.mint_url)
     view = _melt(ctx, op.id, request, first_attempt=first_attempt, in_background=in_background)
-    if view["state"] != "pending":
+    if view["state"] != MeltState.PENDING:
         return Progress(view)
     # Asked to pay in the background, the mint answered at once: a fast payment is often
     # done already, so look once now before handing on to the polls.
@@ -307,7 +325,7 @@ def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
 def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state == "executing" and not _request_sent(op):
+        if op.state == MeltState.EXECUTING and not _request_sent(op):
             # Handed on to a step not started yet (a queue backlog), or whose message was
             # lost: leave it `handoff_grace`, then hand it on again, touched so that the
             # next sweep waits as long before it does.
@@ -316,21 +334,21 @@ def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
                 return Progress(operation_view(op))
             update_operation(session, op)
             return _carry_on(op)
-        if op.state == "executing" and op.data.get("phase") == "swap":
+        if op.state == MeltState.EXECUTING and op.data.get("phase") == "swap":
             return _carry_on(op)  # the swap's outcome is the mint's: replay it
-        if op.state not in ("pending", "executing", "rolling_back"):
+        if op.state not in (MeltState.PENDING, MeltState.EXECUTING, MeltState.ROLLING_BACK):
             return Progress(operation_view(op))
         mint_url = require_trusted_mint(session, op.mint_url)
         op_id, state, method = op.id, op.state, op.method
         quote_id = present(op.quote_id, "quote_id")
-    if state == "rolling_back":
+    if state == MeltState.ROLLING_BACK:
         return Progress(_resume_reclaim(ctx, op_id))
     try:
         quote = ctx.mint_client(mint_url).check_melt_quote(quote_id, method)
     except (MintAmbiguousError, MintRejectedError) as exc:
         return Progress(record_error(ctx, KIND, op_id, exc))
     view = _settle(ctx, op_id, quote)
-    return Progress(view, "check" if view["state"] == "pending" else None)
+    return Progress(view, "check" if view["state"] == MeltState.PENDING else None)
 
 
 register_steps(KIND, {"begin": begin, "swap": swap, "pay": pay_step, "check": check})
@@ -345,9 +363,9 @@ def _carry_on(op: Operation) -> Progress:
     """The step an operation past prepared goes on with. An executing one repeats the step
     of its phase: the mint answers a repeated request from its own records."""
     view = operation_view(op)
-    if op.state == "pending":
+    if op.state == MeltState.PENDING:
         return Progress(view, "check")
-    if op.state == "executing":
+    if op.state == MeltState.EXECUTING:
         return Progress(view, "swap" if op.data.get("phase") == "swap" else "pay")
     return Progress(view)  # settled, or rolling back (check resumes the reclaim)
 
@@ -356,9 +374,9 @@ def cancel(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Release the inputs of a prepared melt. Only a prepared one: later, money may be moving."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state == "rolled_back":
+        if op.state == MeltState.ROLLED_BACK:
             return operation_view(op)
-        if op.state != "prepared":
+        if op.state != MeltState.PREPARED:
             raise InvalidStateError(
                 f"only a prepared melt can be cancelled, this one is {op.state}"
             )
@@ -372,17 +390,17 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, operation_id, KIND)
         op_id, state, method = op.id, op.state, op.method
         quote_id = present(op.quote_id, "quote_id")
-        if state not in ("rolling_back", "pending"):
+        if state not in (MeltState.ROLLING_BACK, MeltState.PENDING):
             raise InvalidStateError(f"only a pending melt can be reclaimed, this one is {state}")
         mint_url = require_trusted_mint(session, op.mint_url)
-    if state == "rolling_back":  # no transaction is open while the mint is asked
+    if state == MeltState.ROLLING_BACK:  # no transaction is open while the mint is asked
         return _resume_reclaim(ctx, op_id)
     quote = ctx.mint_client(mint_url).check_melt_quote(quote_id, method)
     if quote.state != MeltQuoteState.UNPAID:
         raise InvalidStateError(f"the melt quote is {quote.state}, not UNPAID: nothing to reclaim")
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "pending":
+        if op.state != MeltState.PENDING:
             return operation_view(op)
         rows = [p for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT]
         keysets = load_keysets(session, op.mint_url)
@@ -395,7 +413,9 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             {"reclaim": sum(p.amount for p in rows) - fee},
             kept_at=op.mint_url,
         )
-        transition(session, op, "rolling_back", data={**outputs_data(planned), "reclaim_fee": fee})
+        transition(
+            session, op, MeltState.ROLLING_BACK, data={**outputs_data(planned), "reclaim_fee": fee}
+        )
     return _resume_reclaim(ctx, op_id, first_attempt=True)
 
 
@@ -412,15 +432,15 @@ def get_by_quote(ctx: SagaContext, mint_url: str, quote_id: str) -> dict[str, An
 
 
 def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> Progress:
-    if state == "prepared":
+    if state == MeltState.PREPARED:
         return Progress(cancel(ctx, operation_id))
     return check(ctx, operation_id)  # executing, pending, rolling_back
 
 
-register_rule(KIND, "executing", recover)
-register_rule(KIND, "rolling_back", recover)
-register_rule(KIND, "pending", recover)
-register_rule(KIND, "prepared", recover)  # once stale: SagaContext.prepared_max_age
+register_rule(KIND, MeltState.EXECUTING, recover)
+register_rule(KIND, MeltState.ROLLING_BACK, recover)
+register_rule(KIND, MeltState.PENDING, recover)
+register_rule(KIND, MeltState.PREPARED, recover)  # once stale: SagaContext.prepared_max_age
 
 
 def invoice_amount(invoice: str, now: float | None = None, network: str = "bc") -> int:
@@ -493,12 +513,12 @@ def _prepare(
     quote = ctx.mint_client(mint_url).create_melt_quote(invoice, keyset.unit, method)
     needed = quote.amount + quote.fee_reserve
     fees = fee_ppk(keysets)
-    exact = _exact_melt_input(needed, keyset.input_fee_ppk)
+    exact = exact_melt_input(needed, keyset.input_fee_ppk)
     with ctx.uow() as session:
         op = new_operation(
             session,
             KIND,
-            "prepared",
+            MeltState.PREPARED,
             operation_id,
             wallet=wallet,
             method=method,
@@ -518,26 +538,26 @@ def _prepare(
             operation_id=op.id,
             choose=lambda candidates: _choose_inputs(candidates, needed, exact, fees),
         )
-        input_amount = sum(p.amount for p in inputs)
-        fee = input_fee(inputs, fees)
-        overshoot = input_amount - needed - fee
-        needs_swap = overshoot > fee and input_amount - fee >= exact
-        melt_input = exact if needs_swap else input_amount
-        melt_fee = (
-            fee_for_ppks([keyset.input_fee_ppk] * len(split_amount(exact))) if needs_swap else fee
+        plan = plan_fees(
+            quote.amount,
+            quote.fee_reserve,
+            input_amount=sum(p.amount for p in inputs),
+            inputs_fee=input_fee(inputs, fees),
+            exact=exact,
+            keyset_fee_ppk=keyset.input_fee_ppk,
         )
         data: dict[str, Any] = {
             "request": invoice,
             "expiry": quote.expiry,
             "fee_reserve": quote.fee_reserve,
-            "needs_swap": needs_swap,
-            "swap_fee": fee if needs_swap else 0,
-            "input_fee": melt_fee,
-            "input_amount": input_amount,
-            "melt_input": melt_input,
-            "blank_count": change_blank_count(melt_input - melt_fee - quote.amount),
+            "needs_swap": plan.needs_swap,
+            "swap_fee": plan.swap_fee,
+            "input_fee": plan.input_fee,
+            "input_amount": plan.input_amount,
+            "melt_input": plan.melt_input,
+            "blank_count": plan.blank_count,
         }
-        worst_fee = quote.fee_reserve + (fee if needs_swap else 0) + melt_fee
+        worst_fee = plan.worst_fee
         if max_fee is not None and worst_fee > max_fee:
             # Raised inside the transaction: the operation and its reservation vanish.
             raise FeeLimitExceededError(
@@ -557,7 +577,7 @@ def _begin(ctx: SagaContext, reserved: _Reserved) -> Progress:
         return Progress(blocked)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "prepared":
+        if op.state != MeltState.PREPARED:
             return _carry_on(op)
         # Serialized per invoice: of two melts of one invoice, one pays, the other
         # stops here before it costs a swap fee.
@@ -650,18 +670,65 @@ def _second_payment(
         .where(
             Operation.kind == KIND,
             Operation.data["request"].astext == invoice,
-            Operation.state.in_(("executing", "pending", "finalized")),
+            Operation.state.in_((MeltState.EXECUTING, MeltState.PENDING, MeltState.FINALIZED)),
             Operation.id != op_id if op_id is not None else true(),
         )
         .limit(1)
     )
     if other is None:
         return None
-    verb = "paid" if other == "finalized" else "is paying"
+    verb = "paid" if other == MeltState.FINALIZED else "is paying"
     return DuplicatePaymentError(f"another melt of ours {verb} this invoice")
 
 
-def _exact_melt_input(needed: int, ppk: int) -> int:
+@dataclass(frozen=True)
+class FeePlan:
+    """How a melt spends its reserved inputs, and what that can cost."""
+
+    input_amount: int  # the reserved inputs
+    needs_swap: bool  # swap them first into exactly `melt_input`, the rest kept
+    swap_fee: int  # the pre-swap's input fee (0 without one)
+    melt_input: int  # what the melt request spends
+    input_fee: int  # the melt request's input fee
+    fee_reserve: int
+    blank_count: int  # NUT-08 blank outputs for the change
+
+    @property
+    def worst_fee(self) -> int:
+        """The most the payment can cost beyond its amount."""
+        return self.fee_reserve + self.swap_fee + self.input_fee
+
+
+def plan_fees(
+    amount: int,
+    fee_reserve: int,
+    *,
+    input_amount: int,
+    inputs_fee: int,
+    exact: int,
+    keyset_fee_ppk: int,
+) -> FeePlan:
+    """Melt the inputs as they are, or swap them first into `exact` (the smallest sum that
+    covers amount + fee reserve + its own input fee) when what they overshoot by is more
+    than the swap costs; either way the change comes back in blanks."""
+    overshoot = input_amount - amount - fee_reserve - inputs_fee
+    needs_swap = overshoot > inputs_fee and input_amount - inputs_fee >= exact
+    melt_input = exact if needs_swap else input_amount
+    melt_fee = (
+        fee_for_ppks([keyset_fee_ppk] * len(split_amount(exact))) if needs_swap else inputs_fee
+    )
+    return FeePlan(
+        input_amount=input_amount,
+        needs_swap=needs_swap,
+        swap_fee=inputs_fee if needs_swap else 0,
+        melt_input=melt_input,
+        input_fee=melt_fee,
+        fee_reserve=fee_reserve,
+        blank_count=change_blank_count(melt_input - melt_fee - amount),
+    )
+
+
+def exact_melt_input(needed: int, ppk: int) -> int:
     """The smallest value M that, split in powers of two, covers needed + its own input fee."""
     value = needed
     for _ in range(64):
@@ -680,7 +747,7 @@ def _preflight(
         states = ctx.mint_client(mint_url).checkstate([proof_y(p) for p in inputs])
     except (MintAmbiguousError, MintRejectedError) as exc:
         # A checkstate moves nothing: the inputs go back, the caller hears why.
-        _roll_back_and_raise(ctx, op_id, ("prepared",), exc)
+        _roll_back_and_raise(ctx, op_id, (MeltState.PREPARED,), exc)
     spent = [s.Y for s in states if s.state == ProofSpentState.SPENT]
     pending = [s.Y for s in states if s.state == ProofSpentState.PENDING]
     if not spent and not pending:
@@ -692,7 +759,7 @@ def _preflight(
     )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "prepared":
+        if op.state != MeltState.PREPARED:
             return operation_view(op)
         if spent:
             set_proof_state(session, op.id, ProofState.SPENT, ys=spent)
@@ -714,14 +781,21 @@ def _preflight(
         return operation_view(op)
 
 
+def keep_amount(data: dict[str, Any]) -> int:
+    """What the pre-swap gives back to the wallet: its inputs less its fee and the exact
+    melt inputs (0 without a pre-swap)."""
+    if not data["needs_swap"]:
+        return 0
+    return int(data["input_amount"] - data["swap_fee"] - data["melt_input"])
+
+
 def _write_ahead(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
 ) -> None:
     """prepared -> executing with the swap outputs (if any) and the change blanks stored."""
     amounts: dict[str, int | list[int]] = {"blanks": [BLANK_AMOUNT] * op.data["blank_count"]}
     if op.data["needs_swap"]:
-        keep = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
-        amounts |= {"melt_inputs": op.data["melt_input"], "keep": keep}
+        amounts |= {"melt_inputs": op.data["melt_input"], "keep": keep_amount(op.data)}
     planned = plan_outputs(
         session,
         ctx.wallet_seed(op.wallet),
@@ -731,7 +805,7 @@ def _write_ahead(
         kept_at=op.mint_url,
     )
     phase = "swap" if op.data["needs_swap"] else "melt"
-    transition(session, op, "executing", data={**outputs_data(planned), "phase": phase})
+    transition(session, op, MeltState.EXECUTING, data={**outputs_data(planned), "phase": phase})
 
 
 def _melt(
@@ -752,7 +826,7 @@ def _melt(
         result = client.melt(quote_id, request.inputs, blanks, method, prefer_async=in_background)
     except MintAmbiguousError as exc:
         if first_attempt and isinstance(exc, MintUnreachableError):
-            _roll_back_and_raise(ctx, op_id, ("executing",), exc)  # nothing was ever sent
+            _roll_back_and_raise(ctx, op_id, (MeltState.EXECUTING,), exc)  # nothing was ever sent
         return record_error(ctx, KIND, op_id, exc)  # maybe paid: recovery asks the quote
     except MintRejectedError as exc:
         # Refused, but an earlier attempt of ours may have paid: the quote knows.
@@ -777,9 +851,9 @@ def _settle(
     if quote.state == MeltQuoteState.PENDING:
         with ctx.uow() as session:
             op = get_operation(session, op_id, KIND)
-            if op.state == "executing":
+            if op.state == MeltState.EXECUTING:
                 set_proof_state(session, op.id, ProofState.PENDING)
-                transition(session, op, "pending")
+                transition(session, op, MeltState.PENDING)
             return operation_view(op)
     # UNPAID after our request reached it: the mint tried and the payment failed (an
     # asynchronous melt says so only this way).
@@ -798,7 +872,7 @@ def _finalize(
     """PAID: store the change (from the answer, else by restoring our blanks), then finalize."""
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state not in ("executing", "pending"):
+        if op.state not in (MeltState.EXECUTING, MeltState.PENDING):
             return operation_view(op)
         blanks = stored_outputs(op.data, "blanks")
         keysets = keysets or load_keysets(session, op.mint_url)
@@ -816,7 +890,7 @@ def _finalize(
         return record_error(ctx, KIND, op_id, exc)  # paid: stay open until the change is in hand
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state not in ("executing", "pending"):
+        if op.state not in (MeltState.EXECUTING, MeltState.PENDING):
             return operation_view(op)
         return _finalize_or_hold(session, op, quote, restored)
 
@@ -836,8 +910,7 @@ def _store_change_and_finalize(
     session: Session, op: Operation, quote: MeltQuote, change: list[WireProof]
 ) -> dict[str, Any]:
     change_amount = sum(p.amount for p in change)
-    kept = op.data["input_amount"] - op.data["swap_fee"] - op.data["melt_input"]
-    kept = kept if op.data["needs_swap"] else 0
+    kept = keep_amount(op.data)
     effective_fee = op.data["input_amount"] - kept - op.amount - change_amount
     worst = op.data["fee_reserve"] + op.data["swap_fee"] + op.data["input_fee"]
     if not 0 <= effective_fee <= worst:
@@ -851,7 +924,7 @@ def _store_change_and_finalize(
     transition(
         session,
         op,
-        "finalized",
+        MeltState.FINALIZED,
         data={
             "keep_amount": kept,
             "change_amount": change_amount,
@@ -868,7 +941,7 @@ def _roll_back_if_inputs_unspent(
     """UNPAID: release the inputs, but only once the mint confirms they are unspent."""
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state not in ("executing", "pending"):
+        if op.state not in (MeltState.EXECUTING, MeltState.PENDING):
             return operation_view(op)
         inputs = [
             to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
@@ -880,7 +953,7 @@ def _roll_back_if_inputs_unspent(
         return record_error(ctx, KIND, op_id, exc)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state not in ("executing", "pending"):
+        if op.state not in (MeltState.EXECUTING, MeltState.PENDING):
             return operation_view(op)
         if states == {ProofSpentState.UNSPENT}:
             _release_and_roll_back(session, op, error)
@@ -896,7 +969,7 @@ def _resume_reclaim(
 ) -> dict[str, Any]:
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "rolling_back":
+        if op.state != MeltState.ROLLING_BACK:
             return operation_view(op)
         mint_url, keysets = trusted_keysets(session, op.mint_url)
         inputs = [
@@ -908,14 +981,14 @@ def _resume_reclaim(
     )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "rolling_back":
+        if op.state != MeltState.ROLLING_BACK:
             return operation_view(op)
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
             store_operation_proofs(session, op, outcome.proofs)
-            transition(session, op, "rolled_back", data={"effective_fee": _fees_paid(op)})
+            transition(session, op, MeltState.ROLLED_BACK, data={"effective_fee": _fees_paid(op)})
         elif outcome.result in (SwapResult.REJECTED, SwapResult.INPUTS_SPENT_ELSEWHERE):
-            transition(session, op, "pending", error=outcome.error)
+            transition(session, op, MeltState.PENDING, error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
         view = operation_view(op)
@@ -937,8 +1010,10 @@ def _roll_back_and_raise(
 
 def _release_and_roll_back(session: Session, op: Operation, error: Exception | None = None) -> None:
     release_proofs(session, op.id)
-    transition(session, op, "rolling_back", clear_error=False)
-    transition(session, op, "rolled_back", error=error, data={"effective_fee": _fees_paid(op)})
+    transition(session, op, MeltState.ROLLING_BACK, clear_error=False)
+    transition(
+        session, op, MeltState.ROLLED_BACK, error=error, data={"effective_fee": _fees_paid(op)}
+    )
 
 
 def _fees_paid(op: Operation) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from coincurve import PrivateKey
@@ -68,26 +69,42 @@ from sagas.errors import (
     QuoteIssuedElsewhereError,
     UnsupportedMethodError,
 )
-from sagas.mints import active_keyset, load_keysets, require_trusted_mint, trusted_keysets
 from sagas.proofs import split_for_wallet, store_operation_proofs
 from sagas.recovery import register_rule
+from sagas.registry import active_keyset, load_keysets, require_trusted_mint, trusted_keysets
 
 KIND = "mint"
+
+
+class MintState(StrEnum):
+    """The states of a mint operation (the transitions below)."""
+
+    INIT = "init"
+    PENDING = "pending"
+    EXECUTING = "executing"
+    FINALIZED = "finalized"
+    FAILED = "failed"
+
+
 METHODS = frozenset({"bolt11"})
 
 SPEC = register(
     SagaSpec(
         kind=KIND,
         transitions={
-            "init": frozenset({"pending", "failed"}),
-            "pending": frozenset({"executing", "failed"}),
-            "executing": frozenset({"finalized", "pending", "failed"}),
-            "finalized": frozenset(),
-            "failed": frozenset(),
+            MintState.INIT: frozenset({MintState.PENDING, MintState.FAILED}),
+            MintState.PENDING: frozenset({MintState.EXECUTING, MintState.FAILED}),
+            MintState.EXECUTING: frozenset(
+                {MintState.FINALIZED, MintState.PENDING, MintState.FAILED}
+            ),
+            MintState.FINALIZED: frozenset(),
+            MintState.FAILED: frozenset(),
         },
-        terminal=frozenset({"finalized", "failed"}),
+        terminal=frozenset({MintState.FINALIZED, MintState.FAILED}),
         event_prefix="mint-op",
-        evented=frozenset({"pending", "executing", "finalized", "failed"}),
+        evented=frozenset(
+            {MintState.PENDING, MintState.EXECUTING, MintState.FINALIZED, MintState.FAILED}
+        ),
         public_data=("request", "expiry", "quote_state", "minted_amount"),
     )
 )
@@ -115,7 +132,7 @@ def prepare(
         op = new_operation(
             session,
             KIND,
-            "init",
+            MintState.INIT,
             wallet=wallet,
             method=method,
             mint_url=mint_url,
@@ -132,13 +149,15 @@ def prepare(
     except MintRejectedError as exc:
         with ctx.uow() as session:
             op = get_operation(session, op.id, KIND)
-            transition(session, op, "failed", error=exc)
+            transition(session, op, MintState.FAILED, error=exc)
         raise
     if quote.unit is not None and quote.unit != unit:
         raise InvalidStateError(f"mint answered a {quote.unit} quote for a {unit} request")
     with ctx.uow() as session:
         op = get_operation(session, op.id, KIND)
-        transition(session, op, "pending", quote_id=quote.quote, data=_quote_data(quote, locked))
+        transition(
+            session, op, MintState.PENDING, quote_id=quote.quote, data=_quote_data(quote, locked)
+        )
         return operation_view(op)
 
 
@@ -175,7 +194,7 @@ def import_quote(
                 wallet=wallet,
                 kind=KIND,
                 method="bolt11",
-                state="pending",
+                state=MintState.PENDING,
                 version=0,
                 mint_url=mint_url,
                 unit=quote.unit or "sat",
@@ -205,9 +224,9 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state in SPEC.terminal:
             return operation_view(op)
         _, keysets = trusted_keysets(session, op.mint_url)
-        if op.state == "pending":
+        if op.state == MintState.PENDING:
             _write_outputs_ahead(ctx, session, op, keysets)
-        elif op.state != "executing":
+        elif op.state != MintState.EXECUTING:
             raise InvalidStateError(f"cannot execute a mint operation in state {op.state}")
         request = _MintRequest.of(op, keysets)  # committed in executing when this block ends
     return _issue(ctx, request)
@@ -217,7 +236,7 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Check the quote; issue once paid, fail once expired unpaid. Safe to call any time."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state in SPEC.terminal or op.state == "init":
+        if op.state in SPEC.terminal or op.state == MintState.INIT:
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
         op_id, state, method = op.id, op.state, op.method
@@ -234,14 +253,14 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
 
 def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
     """One recovery pass over an open operation (see the table at the top)."""
-    if state == "init":
+    if state == MintState.INIT:
         with ctx.uow() as session:
             op = get_operation(session, operation_id, KIND)
-            if op.state == "init":
+            if op.state == MintState.INIT:
                 transition(
                     session,
                     op,
-                    "failed",
+                    MintState.FAILED,
                     error=InvalidStateError("abandoned before a quote was made"),
                 )
             return operation_view(op)
@@ -270,11 +289,11 @@ def _settle_from_quote(
             transition(
                 session,
                 op,
-                "failed",
+                MintState.FAILED,
                 error=QuoteExpiredError(f"quote {quote.quote} expired unpaid"),
             )
-        elif op.state == "executing":
-            transition(session, op, "pending", clear_error=False)
+        elif op.state == MintState.EXECUTING:
+            transition(session, op, MintState.PENDING, clear_error=False)
         return operation_view(op)
 
 
@@ -290,7 +309,7 @@ def _write_outputs_ahead(
         first = allocate_counters(session, op.wallet, keyset.id, len(amounts))
         outputs = derive_outputs(ctx.wallet_seed(op.wallet), keyset.id, amounts, first)
         data["outputs"] = [o.to_dict() for o in outputs]
-    transition(session, op, "executing", data=data)
+    transition(session, op, MintState.EXECUTING, data=data)
 
 
 @dataclass(frozen=True)
@@ -354,7 +373,7 @@ def _finalize(
 ) -> dict[str, Any]:
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "executing":
+        if op.state != MintState.EXECUTING:
             return operation_view(op)
         try:
             keysets = keysets or load_keysets(session, op.mint_url)
@@ -372,7 +391,10 @@ def _finalize(
             return operation_view(op)
         store_operation_proofs(session, op, proofs)
         transition(
-            session, op, "finalized", data={"minted_amount": minted, "quote_state": "ISSUED"}
+            session,
+            op,
+            MintState.FINALIZED,
+            data={"minted_amount": minted, "quote_state": "ISSUED"},
         )
         return operation_view(op)
 
@@ -389,12 +411,12 @@ def _restore_issued(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
             transition(
                 session,
                 op,
-                "failed",
+                MintState.FAILED,
                 error=QuoteIssuedElsewhereError(f"quote {op.quote_id} was issued to other outputs"),
             )
             return operation_view(op)
-        if op.state == "pending":
-            transition(session, op, "executing", clear_error=False)
+        if op.state == MintState.PENDING:
+            transition(session, op, MintState.EXECUTING, clear_error=False)
     try:
         restored = ctx.mint_client(mint_url).restore([o.blinded_message for o in stored])
     except (MintAmbiguousError, MintRejectedError) as exc:
@@ -422,9 +444,9 @@ def _back_to_pending(
 ) -> dict[str, Any]:
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state == "executing":
+        if op.state == MintState.EXECUTING:
             data: dict[str, Any] | None = {"outputs": []} if drop_outputs else None
-            transition(session, op, "pending", data=data, error=error)
+            transition(session, op, MintState.PENDING, data=data, error=error)
         return operation_view(op)
 
 
@@ -432,7 +454,7 @@ def _fail(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state not in SPEC.terminal:
-            transition(session, op, "failed", error=error)
+            transition(session, op, MintState.FAILED, error=error)
         return operation_view(op)
 
 
@@ -469,6 +491,6 @@ def _check_method(method: str) -> None:
         raise UnsupportedMethodError(f"mint method {method!r} is not supported")
 
 
-register_rule(KIND, "init", recover, min_age=timedelta(minutes=10))
-register_rule(KIND, "executing", recover)
-register_rule(KIND, "pending", recover)
+register_rule(KIND, MintState.INIT, recover, min_age=timedelta(minutes=10))
+register_rule(KIND, MintState.EXECUTING, recover)
+register_rule(KIND, MintState.PENDING, recover)

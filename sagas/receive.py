@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -35,7 +36,7 @@ from nuts.outputs import MAX_PROOFS_PER_REQUEST, proof_defect, proof_y
 from nuts.p2pk import P2PKConditions, SpendingConditionError, parse_secret, sign_p2pk_inputs
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import Token, decode_token, expand_keyset_ids
-from sagas import mints as registry
+from sagas import registry
 from sagas.engine import (
     SagaContext,
     SagaSpec,
@@ -55,14 +56,14 @@ from sagas.errors import (
     UnknownMintError,
     UntrustedMintError,
 )
-from sagas.mints import (
+from sagas.proofs import store_operation_proofs
+from sagas.recovery import register_rule
+from sagas.registry import (
     active_keyset,
     fee_ppk,
     load_keysets,
     trusted_keysets,
 )
-from sagas.proofs import store_operation_proofs
-from sagas.recovery import register_rule
 from sagas.swap import (
     SwapRequest,
     SwapResult,
@@ -75,19 +76,41 @@ from sagas.swap import (
 
 KIND = "receive"
 
+
+class ReceiveState(StrEnum):
+    """The states of a receive operation (the transitions below)."""
+
+    PREPARED = "prepared"
+    EXECUTING = "executing"
+    FINALIZED = "finalized"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
 SPEC = register(
     SagaSpec(
         kind=KIND,
         transitions={
-            "prepared": frozenset({"executing", "rolled_back", "failed"}),
-            "executing": frozenset({"finalized", "failed", "rolled_back"}),
-            "finalized": frozenset(),
-            "failed": frozenset(),
-            "rolled_back": frozenset(),
+            ReceiveState.PREPARED: frozenset(
+                {ReceiveState.EXECUTING, ReceiveState.ROLLED_BACK, ReceiveState.FAILED}
+            ),
+            ReceiveState.EXECUTING: frozenset(
+                {ReceiveState.FINALIZED, ReceiveState.FAILED, ReceiveState.ROLLED_BACK}
+            ),
+            ReceiveState.FINALIZED: frozenset(),
+            ReceiveState.FAILED: frozenset(),
+            ReceiveState.ROLLED_BACK: frozenset(),
         },
-        terminal=frozenset({"finalized", "failed", "rolled_back"}),
+        terminal=frozenset({ReceiveState.FINALIZED, ReceiveState.FAILED, ReceiveState.ROLLED_BACK}),
         event_prefix="receive-op",
-        evented=frozenset({"prepared", "finalized", "rolled_back", "failed"}),
+        evented=frozenset(
+            {
+                ReceiveState.PREPARED,
+                ReceiveState.FINALIZED,
+                ReceiveState.ROLLED_BACK,
+                ReceiveState.FAILED,
+            }
+        ),
         public_data=("fee", "token_amount", "memo"),
     )
 )
@@ -121,7 +144,7 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Swap the token into our outputs (written ahead) and keep the proofs."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state not in ("prepared", "executing"):
+        if op.state not in (ReceiveState.PREPARED, ReceiveState.EXECUTING):
             return operation_view(op)
         _, keysets = trusted_keysets(session, op.mint_url)
         swap = _write_outputs_ahead(ctx, session, op, keysets)
@@ -156,7 +179,7 @@ def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, 
     """Executing: ask checkstate first, then redo, restore, or wait (see the module doc)."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "executing":
+        if op.state != ReceiveState.EXECUTING:
             return operation_view(op)
         mint_url, keysets = trusted_keysets(session, op.mint_url)
         inputs = _signed_inputs(ctx, op)
@@ -173,17 +196,17 @@ def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, 
         return operation_view_of(ctx, operation_id)
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "executing":
+        if op.state != ReceiveState.EXECUTING:
             return operation_view(op)
         if restored is None:
-            transition(session, op, "failed", error=TokenAlreadySpentError())
+            transition(session, op, ReceiveState.FAILED, error=TokenAlreadySpentError())
         else:
             store_operation_proofs(session, op, restored)
-            transition(session, op, "finalized")
+            transition(session, op, ReceiveState.FINALIZED)
         return operation_view(op)
 
 
-register_rule(KIND, "executing", recover)
+register_rule(KIND, ReceiveState.EXECUTING, recover)
 
 
 def operation_view_of(ctx: SagaContext, operation_id: uuid.UUID) -> dict[str, Any]:
@@ -248,7 +271,7 @@ def _record_prepared(
             op = new_operation(
                 session,
                 KIND,
-                "prepared",
+                ReceiveState.PREPARED,
                 operation_id,
                 wallet=wallet,
                 mint_url=checked.mint_url,
@@ -280,7 +303,7 @@ def _live_receive(session: Session, wallet: str, checked: _CheckedToken) -> Oper
             Operation.mint_url == checked.mint_url,
             Operation.kind == KIND,
             Operation.quote_id == checked.token_id,
-            Operation.state != "rolled_back",
+            Operation.state != ReceiveState.ROLLED_BACK,
         )
     ).all()
     if any(op.state in SPEC.terminal for op in receives):
@@ -292,7 +315,7 @@ def _write_outputs_ahead(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
 ) -> SwapRequest:
     """prepared -> executing with our outputs stored; an executing one replays its outputs."""
-    if op.state == "prepared":
+    if op.state == ReceiveState.PREPARED:
         planned = plan_outputs(
             session,
             ctx.wallet_seed(op.wallet),
@@ -301,7 +324,7 @@ def _write_outputs_ahead(
             {"outputs": present(op.amount, "amount")},
             kept_at=op.mint_url,
         )
-        transition(session, op, "executing", data=outputs_data(planned))
+        transition(session, op, ReceiveState.EXECUTING, data=outputs_data(planned))
     return SwapRequest.of(op, _signed_inputs(ctx, op), keysets, ["outputs"])
 
 
@@ -309,21 +332,21 @@ def _swap(ctx: SagaContext, request: SwapRequest) -> dict[str, Any]:
     outcome = request.settle(ctx.mint_client(request.mint_url))
     with ctx.uow() as session:
         op = get_operation(session, request.op_id, KIND)
-        if op.state != "executing":
+        if op.state != ReceiveState.EXECUTING:
             return operation_view(op)
         if outcome.result == SwapResult.DONE:
             store_operation_proofs(session, op, outcome.proofs)
-            transition(session, op, "finalized")
+            transition(session, op, ReceiveState.FINALIZED)
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
-            transition(session, op, "failed", error=TokenAlreadySpentError())
+            transition(session, op, ReceiveState.FAILED, error=TokenAlreadySpentError())
         elif outcome.result == SwapResult.REJECTED:
-            transition(session, op, "rolled_back", error=outcome.error)
+            transition(session, op, ReceiveState.ROLLED_BACK, error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
         view = operation_view(op)
-    if view["state"] == "failed":
+    if view["state"] == ReceiveState.FAILED:
         raise TokenAlreadySpentError("the token was already claimed elsewhere")
-    if view["state"] == "rolled_back":
+    if view["state"] == ReceiveState.ROLLED_BACK:
         raise TokenRefusedError(
             f"the mint refused the token, nothing was received: {outcome.error}"
         )

@@ -30,15 +30,14 @@ from nuts.models import ProofSpentState
 from nuts.outputs import MAX_PROOFS_PER_REQUEST, derive_outputs, proof_y
 from nuts.tokens import Token, decode_token
 from sagas import melt as melt_saga
-from sagas import mints as registry
-from sagas import reconcile
+from sagas import reconcile, registry
 from sagas import send as send_saga
 from sagas.counters import raise_counter_to
 from sagas.engine import SPECS, SagaContext
 from sagas.errors import UnknownMintError
-from sagas.mints import load_keysets, require_trusted_mint
 from sagas.proofs import store_proofs
 from sagas.recovery import Lock
+from sagas.registry import load_keysets, require_trusted_mint
 from sagas.swap import restore_signed
 
 logger = logging.getLogger(__name__)

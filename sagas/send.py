@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from coincurve import PublicKey
@@ -58,12 +59,6 @@ from sagas.errors import (
     InvalidStateError,
     TokenLockedError,
 )
-from sagas.mints import (
-    active_keyset,
-    fee_ppk,
-    require_trusted_mint,
-    trusted_keysets,
-)
 from sagas.proofs import (
     proofs_of_operation,
     release_proofs,
@@ -73,6 +68,12 @@ from sagas.proofs import (
     to_wire,
 )
 from sagas.recovery import register_rule
+from sagas.registry import (
+    active_keyset,
+    fee_ppk,
+    require_trusted_mint,
+    trusted_keysets,
+)
 from sagas.swap import (
     SwapRequest,
     SwapResult,
@@ -85,20 +86,36 @@ from sagas.swap import (
 
 KIND = "send"
 
+
+class SendState(StrEnum):
+    """The states of a send operation (the transitions below)."""
+
+    PREPARED = "prepared"
+    EXECUTING = "executing"
+    PENDING = "pending"
+    ROLLING_BACK = "rolling_back"
+    FINALIZED = "finalized"
+    ROLLED_BACK = "rolled_back"
+
+
 SPEC = register(
     SagaSpec(
         kind=KIND,
         transitions={
-            "prepared": frozenset({"executing", "rolling_back"}),
-            "executing": frozenset({"pending", "rolled_back"}),
-            "pending": frozenset({"finalized", "rolling_back"}),
-            "rolling_back": frozenset({"rolled_back", "finalized", "pending"}),
-            "finalized": frozenset(),
-            "rolled_back": frozenset(),
+            SendState.PREPARED: frozenset({SendState.EXECUTING, SendState.ROLLING_BACK}),
+            SendState.EXECUTING: frozenset({SendState.PENDING, SendState.ROLLED_BACK}),
+            SendState.PENDING: frozenset({SendState.FINALIZED, SendState.ROLLING_BACK}),
+            SendState.ROLLING_BACK: frozenset(
+                {SendState.ROLLED_BACK, SendState.FINALIZED, SendState.PENDING}
+            ),
+            SendState.FINALIZED: frozenset(),
+            SendState.ROLLED_BACK: frozenset(),
         },
-        terminal=frozenset({"finalized", "rolled_back"}),
+        terminal=frozenset({SendState.FINALIZED, SendState.ROLLED_BACK}),
         event_prefix="send",
-        evented=frozenset({"prepared", "pending", "finalized", "rolled_back"}),
+        evented=frozenset(
+            {SendState.PREPARED, SendState.PENDING, SendState.FINALIZED, SendState.ROLLED_BACK}
+        ),
         public_data=(
             "fee",
             "input_amount",
@@ -141,7 +158,7 @@ def execute(ctx: SagaContext, operation_id: str | uuid.UUID, token_version: int 
     """Make the token: hand over the inputs, or swap them into send and keep outputs."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state not in ("prepared", "executing"):
+        if op.state not in (SendState.PREPARED, SendState.EXECUTING):
             return operation_view(op)
         _, keysets = trusted_keysets(session, op.mint_url)
         started = _start(ctx, session, op, keysets, token_version)
@@ -177,7 +194,7 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Finalize once the mint reports every sent proof spent (NUT-07)."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "pending":
+        if op.state != SendState.PENDING:
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
         ys = [p.y for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
@@ -198,12 +215,12 @@ def finalize_if_claimed(
         op = get_operation(session, operation_id, KIND)
         sent = [p for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
         if (
-            op.state == "pending"
+            op.state == SendState.PENDING
             and sent
             and all(states.get(p.y) == ProofSpentState.SPENT for p in sent)
         ):
             set_proof_state(session, op.id, ProofState.SPENT)
-            transition(session, op, "finalized")
+            transition(session, op, SendState.FINALIZED)
         return operation_view(op)
 
 
@@ -215,17 +232,17 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state == "rolled_back":
+        if op.state == SendState.ROLLED_BACK:
             return operation_view(op)
-        if op.state == "finalized":
+        if op.state == SendState.FINALIZED:
             raise InvalidStateError("the send is finalized: its token was claimed")
-        if op.state == "prepared":
+        if op.state == SendState.PREPARED:
             _release_and_roll_back(session, op)
             return operation_view(op)
-        if op.state == "executing":
+        if op.state == SendState.EXECUTING:
             raise InvalidStateError("the send is executing; it settles before it can roll back")
         mint_url, keysets = trusted_keysets(session, op.mint_url)
-        first_attempt = op.state == "pending"
+        first_attempt = op.state == SendState.PENDING
         if first_attempt:
             _plan_reclaim(ctx, session, op, keysets)
         op_id = op.id
@@ -234,17 +251,19 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets, first_attempt)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != "rolling_back":
+        if op.state != SendState.ROLLING_BACK:
             return operation_view(op)
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
             store_operation_proofs(session, op, outcome.proofs)
-            transition(session, op, "rolled_back")
+            transition(session, op, SendState.ROLLED_BACK)
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             set_proof_state(session, op.id, ProofState.SPENT)  # the receiver claimed it first
-            transition(session, op, "finalized", data={"reclaim_fee": 0, "reclaimed_amount": 0})
+            transition(
+                session, op, SendState.FINALIZED, data={"reclaim_fee": 0, "reclaimed_amount": 0}
+            )
         elif outcome.result == SwapResult.REJECTED:
-            transition(session, op, "pending", error=outcome.error)
+            transition(session, op, SendState.PENDING, error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
         view = operation_view(op)
@@ -256,7 +275,7 @@ def cancel(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Release the inputs of a prepared send. Only a prepared one: later, a token is out."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != "prepared":
+        if op.state != SendState.PREPARED:
             raise InvalidStateError(
                 f"only a prepared send can be cancelled, this one is {op.state}"
             )
@@ -266,15 +285,15 @@ def cancel(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
 
 def _release_and_roll_back(session: Session, op: Operation) -> None:
     release_proofs(session, op.id)
-    transition(session, op, "rolling_back")
-    transition(session, op, "rolled_back")
+    transition(session, op, SendState.ROLLING_BACK)
+    transition(session, op, SendState.ROLLED_BACK)
 
 
 def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100) -> dict:
     """The proof-state watcher: finalize claimed sends with one checkstate per mint per
     `batch` proofs, instead of one call per operation."""
     with ctx.uow() as session:
-        op_ids = [c.id for c in claim_operations(session, KIND, "pending", limit=limit)]
+        op_ids = [c.id for c in claim_operations(session, KIND, SendState.PENDING, limit=limit)]
         rows = session.execute(
             select(Proof.used_by, Proof.mint_url, Proof.y).where(
                 Proof.used_by.in_(op_ids), Proof.state == ProofState.PENDING
@@ -299,28 +318,28 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
     for op_id, ys in ys_by_op.items():
         # finalize_if_claimed checks again in its transaction; its transition ends the claim.
         spent = all(states.get(y) == ProofSpentState.SPENT for y in ys)
-        if spent and finalize_if_claimed(ctx, op_id, states)["state"] == "finalized":
+        if spent and finalize_if_claimed(ctx, op_id, states)["state"] == SendState.FINALIZED:
             finalized.add(op_id)
     with ctx.uow() as session:  # the rest are looked at again next tick
         release_claims(session, [op_id for op_id in op_ids if op_id not in finalized])
-    return {"checked": len(op_ids), "finalized": len(finalized), "checkstate_calls": calls}
+    return {"checked": len(op_ids), SendState.FINALIZED: len(finalized), "checkstate_calls": calls}
 
 
 # --- recovery ----------------------------------------------------------------------------------
 
 
 def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, Any]:
-    if state == "executing":
+    if state == SendState.EXECUTING:
         return execute(ctx, operation_id)
-    if state == "pending":
+    if state == SendState.PENDING:
         return refresh(ctx, operation_id)
     return rollback(ctx, operation_id)  # prepared (stale) and rolling_back
 
 
-register_rule(KIND, "executing", recover)
-register_rule(KIND, "rolling_back", recover)
-register_rule(KIND, "pending", recover)
-register_rule(KIND, "prepared", recover)  # once stale: SagaContext.prepared_max_age
+register_rule(KIND, SendState.EXECUTING, recover)
+register_rule(KIND, SendState.ROLLING_BACK, recover)
+register_rule(KIND, SendState.PENDING, recover)
+register_rule(KIND, SendState.PREPARED, recover)  # once stale: SagaContext.prepared_max_age
 
 
 # --- the steps' insides -------------------------------------------------------------------------
@@ -365,17 +384,17 @@ def _reserve(
     keyset = active_keyset(keysets, unit, mint_url)
     fees = fee_ppk(keysets)
     include_receiver_fee = request.include_receiver_fee
-    receiver_fee = _receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
-    if not include_receiver_fee and amount <= _receiver_fee(amount, keyset.input_fee_ppk):
+    fee_of_receiver = receiver_fee(amount, keyset.input_fee_ppk) if include_receiver_fee else 0
+    if not include_receiver_fee and amount <= receiver_fee(amount, keyset.input_fee_ppk):
         raise InvalidAmountError(
             f"a token of {amount} {unit} cannot be received: the receiver's swap costs "
             "that much; send more, or pass include_receiver_fee"
         )
-    send_amount = amount + receiver_fee
+    send_amount = amount + fee_of_receiver
     op = new_operation(
         session,
         KIND,
-        "prepared",
+        SendState.PREPARED,
         operation_id,
         wallet=wallet,
         mint_url=mint_url,
@@ -405,7 +424,7 @@ def _reserve(
         "needs_swap": needs_swap,
         "send_amount": send_amount,
         "keep_amount": input_amount - send_amount - fee,
-        "receiver_fee": receiver_fee,
+        "receiver_fee": fee_of_receiver,
         "memo": request.memo,
         "p2pk_pubkey": request.p2pk_pubkey,
     }
@@ -423,11 +442,11 @@ def _start(
 ) -> dict[str, Any] | SwapRequest:
     """A prepared or executing send: the token at once when its inputs go out as they are,
     else the swap to make (its outputs written ahead on the way to executing)."""
-    if op.state == "prepared" and not op.data["needs_swap"]:
-        transition(session, op, "executing")
+    if op.state == SendState.PREPARED and not op.data["needs_swap"]:
+        transition(session, op, SendState.EXECUTING)
         set_proof_state(session, op.id, ProofState.PENDING)
         return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
-    first_attempt = op.state == "prepared"
+    first_attempt = op.state == SendState.PREPARED
     if first_attempt:
         _write_outputs_ahead(ctx, session, op, keysets)
     inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
@@ -439,7 +458,7 @@ def _swap(ctx: SagaContext, request: SwapRequest, token_version: int) -> dict[st
     sent_count = len(request.outputs["send"])
     with ctx.uow() as session:
         op = get_operation(session, request.op_id, KIND)
-        if op.state != "executing":
+        if op.state != SendState.EXECUTING:
             return operation_view(op)
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
@@ -449,10 +468,10 @@ def _swap(ctx: SagaContext, request: SwapRequest, token_version: int) -> dict[st
             return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
         if outcome.result == SwapResult.REJECTED:
             release_proofs(session, op.id)
-            transition(session, op, "rolled_back", error=outcome.error)
+            transition(session, op, SendState.ROLLED_BACK, error=outcome.error)
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             set_proof_state(session, op.id, ProofState.SPENT)
-            transition(session, op, "rolled_back", error=outcome.error)
+            transition(session, op, SendState.ROLLED_BACK, error=outcome.error)
         else:
             update_operation(session, op, error=outcome.error)
         view = operation_view(op)
@@ -473,14 +492,14 @@ def _write_outputs_ahead(
         lock_to={"send": op.data["p2pk_pubkey"]} if op.data.get("p2pk_pubkey") else None,
         kept_at=op.mint_url,
     )
-    transition(session, op, "executing", data=outputs_data(planned))
+    transition(session, op, SendState.EXECUTING, data=outputs_data(planned))
 
 
 def _token_out(session: Session, op: Operation, rows: list, token_version: int) -> dict:
     proofs = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
     token = Token(mint=op.mint_url, unit=op.unit, proofs=proofs, memo=op.data.get("memo"))
     text = encode_token_v3(token) if token_version == 3 else encode_token_v4(token)
-    transition(session, op, "pending", data={"token": text})
+    transition(session, op, SendState.PENDING, data={"token": text})
     return operation_view(op)
 
 
@@ -509,7 +528,7 @@ def _plan_reclaim(
     transition(
         session,
         op,
-        "rolling_back",
+        SendState.ROLLING_BACK,
         data={**outputs_data(planned), "reclaim_fee": fee, "reclaimed_amount": amount},
     )
 
@@ -526,14 +545,13 @@ def _our_pubkey(ctx: SagaContext, wallet: str) -> str:
     return wallet_p2pk_key(ctx.wallet_seed(wallet)).public_key.format().hex()
 
 
-def _receiver_fee(amount: int, ppk: int) -> int:
-    """The fee the receiver pays to swap a token worth amount + that fee, split in powers of 2."""
+def receiver_fee(amount: int, ppk: int) -> int:
+    """The least fee f such that the receiver's swap of a token worth amount + f, split in
+    powers of 2, costs at most f: the receiver keeps the whole amount. (The swap's fee is
+    not monotonic in f, so f is searched upwards; it is at most 64 proofs' fee.)"""
     fee = 0
-    for _ in range(64):
-        needed = fee_for_ppks([ppk] * len(split_amount(amount + fee)))
-        if needed == fee:
-            return fee
-        fee = needed
+    while fee_for_ppks([ppk] * len(split_amount(amount + fee))) > fee:
+        fee += 1
     return fee
 
 

@@ -20,7 +20,7 @@ from models import Operation, Proof, ProofState
 from nuts.client import MintClient
 from nuts.models import ProofSpentState
 from sagas import mint as mint_saga
-from sagas import mints as registry
+from sagas import registry
 from sagas.engine import SagaContext
 from sagas.proofs import balance
 

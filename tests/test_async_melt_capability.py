@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from models import Mint
 from sagas.engine import SagaContext
-from sagas.mints import pays_in_background
+from sagas.registry import pays_in_background
 
 
 @pytest.mark.parametrize(

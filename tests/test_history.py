@@ -13,8 +13,8 @@ from nutshell_wallet import nutshell_receive
 
 from models import Operation
 from sagas import mint as mint_saga
-from sagas import mints as registry
 from sagas import receive as receive_saga
+from sagas import registry
 from sagas import send as send_saga
 from sagas.engine import SagaContext
 from sagas.errors import InvalidRequestError

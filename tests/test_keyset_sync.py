@@ -12,7 +12,7 @@ from sqlalchemy import select
 from task_helpers import new_wallet_name
 
 from models import Keyset
-from sagas import mints as registry
+from sagas import registry
 from sagas.engine import SagaContext
 
 pytestmark = pytest.mark.mint

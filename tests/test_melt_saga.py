@@ -36,7 +36,7 @@ from nuts.errors import MintRejectedError, MintServerError, MintUnreachableError
 from nuts.models import MeltQuote, MeltQuoteState
 from nuts.models import Proof as WireProof
 from sagas import melt as melt_saga
-from sagas import mints as registry
+from sagas import registry
 from sagas.engine import SagaContext
 from sagas.errors import (
     DuplicatePaymentError,

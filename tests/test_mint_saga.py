@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from models import Operation
 from nuts.models import MintQuote, MintQuoteState, ProofSpentState
 from sagas import mint as mint_saga
-from sagas import mints as registry
+from sagas import registry
 from sagas.engine import SagaContext
 from sagas.errors import (
     InvalidAmountError,

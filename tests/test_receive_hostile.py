@@ -21,8 +21,8 @@ from models import Operation
 from nuts.errors import CashuError, InvalidTokenError
 from nuts.models import Proof as WireProof
 from nuts.tokens import Token, decode_token, encode_token_v3, encode_token_v4
-from sagas import mints as registry
 from sagas import receive as receive_saga
+from sagas import registry
 from sagas import send as send_saga
 from sagas.engine import SagaContext
 from sagas.errors import TokenAlreadySpentError, TokenRefusedError, UnknownMintError

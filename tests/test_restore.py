@@ -155,7 +155,7 @@ def test_refreshing_keysets_touches_no_counter_and_skips_untrusted_mints(
     wallet_id: str,
     fresh_mint: Callable[..., RunningMint],
 ) -> None:
-    from sagas.mints import refresh_all_keysets, set_trusted
+    from sagas.registry import refresh_all_keysets, set_trusted
 
     fund(saga_context, wallet_id, mint_url, 40)
     counters = counters_of(saga_context, wallet_id)

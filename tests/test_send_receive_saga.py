@@ -30,8 +30,8 @@ from models import Operation
 from nuts.errors import InvalidTokenError, MintUnreachableError
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import decode_token
-from sagas import mints as registry
 from sagas import receive as receive_saga
+from sagas import registry
 from sagas import send as send_saga
 from sagas.engine import SagaContext
 from sagas.errors import (
@@ -125,6 +125,22 @@ def test_token_in_one_call_swaps_and_keeps_the_change(
     assert bal(saga_context, wallet_id)["spendable"] == 100 - sent_amount - sent["fee"]
     assert bal(saga_context, wallet_id)["pending"] == sent_amount
     assert mint_says_unspent(saga_context, wallet_id, mint_url)
+
+
+def test_a_token_with_the_receivers_fee_leaves_the_receiver_the_whole_amount(
+    saga_context: SagaContext, mint_url: str, wallet_id: str
+) -> None:
+    # 4094 at 100 ppk: a token of 4095 (12 proofs) costs its receiver 2, one of 4096 costs 1
+    fund(saga_context, wallet_id, mint_url, 4200)
+    sent = send_saga.token(saga_context, wallet_id, mint_url, 4094, include_receiver_fee=True)
+    receiver = wallet_id + "-r"
+
+    received = receive_saga.redeem(saga_context, receiver, sent["token"])
+
+    assert received["state"] == "finalized"
+    assert received["fee"] <= sent["receiver_fee"]
+    assert bal(saga_context, receiver)["spendable"] >= 4094
+    assert bal(saga_context, wallet_id)["spendable"] == 4200 - sent["send_amount"] - sent["fee"]
 
 
 def test_a_send_too_small_to_cover_the_receivers_fee_is_refused(
