@@ -80,6 +80,7 @@ from workload import (  # noqa: E402
     INPUT_FEE_PPK,
     MELT_AMOUNT,
     SEND_AMOUNT,
+    FloorWallet,
     Tally,
     _drive,
     _quantile,
@@ -88,6 +89,8 @@ from workload import (  # noqa: E402
 )
 
 from cashu_client import CashuClient  # noqa: E402
+from nuts.client import MintClient  # noqa: E402
+from nuts.keysets import fetch_keysets  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_bench_lightning"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/10"
@@ -197,9 +200,16 @@ def fund(client: CashuClient, wallet: str, url: str, amount: int) -> None:
 
 
 def send_receive_rounds(
-    client: CashuClient, url: str, a: str, b: str, rounds: int
+    client: CashuClient,
+    url: str,
+    a: str,
+    b: str,
+    rounds: int,
+    floor: tuple[FloorWallet, FloorWallet] | None = None,
 ) -> list[dict[str, float]]:
-    """`rounds` times: A sends 7 sat as a token, B receives it; seconds of each call."""
+    """`rounds` times: A sends 7 sat as a token, B receives it; seconds of each call. With
+    `floor`, the protocol floor's send + receive right after each (its "floor" seconds): what
+    the mint itself answers at that moment, without any worker."""
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -210,14 +220,29 @@ def send_receive_rounds(
         if received["state"] != "finalized":
             raise RuntimeError(f"receive ended {received['state']}: {received.get('error')}")
         times.append({"send": t1 - t0, "receive": t2 - t1, "round": t2 - t0})
+        if floor is not None:
+            tally = Tally()
+            floor[1].receive(floor[0].send(SEND_AMOUNT, tally), tally)
+            times[-1]["floor"] = time.perf_counter() - t2
     return times
+
+
+def floor_pair(mint_url: str, amount: int) -> tuple[FloorWallet, FloorWallet]:
+    """Two floor wallets (bench/workload.py), the first holding `amount`."""
+    client = MintClient(mint_url)
+    keysets = fetch_keysets(client)
+    a, b = FloorWallet(client, keysets), FloorWallet(client, keysets)
+    a.mint(amount)
+    return a, b
 
 
 def latency(times: list[dict[str, float]]) -> dict[str, float]:
     """p50 and p95 in ms of the rounds (send + receive), and of each call."""
     out: dict[str, float] = {}
-    for key in ("round", "send", "receive"):
-        values = [t[key] for t in times]
+    for key in ("round", "send", "receive", "floor"):
+        values = [t[key] for t in times if key in t]
+        if not values:
+            continue
         out[f"{key}_p50_ms"] = 1000 * statistics.median(values)
         out[f"{key}_p95_ms"] = 1000 * _quantile(values, 0.95)
     return out
@@ -327,7 +352,10 @@ def run_mint(
         fund(client, f"{tag}-warm-A", url, 2 * ROUND_FUNDING)
         send_receive_rounds(client, url, f"{tag}-warm-A", f"{tag}-warm-B", 1)  # warm-up
         fund(client, f"{tag}-idle-A", url, ROUND_FUNDING * rounds + 20)
-        idle = send_receive_rounds(client, url, f"{tag}-idle-A", f"{tag}-idle-B", rounds)
+        floor = floor_pair(mint.url, 2 * ROUND_FUNDING * rounds + 20)  # both phases
+        idle = send_receive_rounds(
+            client, url, f"{tag}-idle-A", f"{tag}-idle-B", rounds, floor=floor
+        )
 
         log(f"[{version}] phase 2: funding {melts} melt wallets")
         wallets = [f"{tag}-melt-{i}" for i in range(melts)]
@@ -343,7 +371,9 @@ def run_mint(
         def rounds_beside() -> None:
             try:
                 loaded.extend(
-                    send_receive_rounds(client, url, f"{tag}-load-A", f"{tag}-load-B", rounds)
+                    send_receive_rounds(
+                        client, url, f"{tag}-load-A", f"{tag}-load-B", rounds, floor=floor
+                    )
                 )
             except BaseException as exc:  # reported below
                 failure.append(exc)
@@ -443,6 +473,22 @@ def format_report(results: list[dict[str, Any]], settings: dict[str, Any]) -> st
             f"{r['mint']:<8}{r['layout']:<8}{settled:>10}{_ms(idle['round_p50_ms']):>10}"
             f"{_ms(idle['round_p95_ms']):>10}{_ms(loaded['round_p50_ms']):>12}"
             f"{_ms(loaded['round_p95_ms']):>12}{ratio:>15.1f}"
+        )
+    lines += [
+        "",
+        "the protocol floor's send + receive right after each round (no worker: the mint's own "
+        "answers at that moment), ms",
+        f"{'mint':<8}{'idle p50':>10}{'idle p95':>10}{'loaded p50':>12}{'loaded p95':>12}"
+        f"{'p95 load/idle':>15}",
+    ]
+    for r in results:
+        idle, loaded = r["idle"], r["loaded"]
+        if "floor_p95_ms" not in idle or "floor_p95_ms" not in loaded:
+            continue
+        lines.append(
+            f"{r['mint']:<8}{_ms(idle['floor_p50_ms']):>10}{_ms(idle['floor_p95_ms']):>10}"
+            f"{_ms(loaded['floor_p50_ms']):>12}{_ms(loaded['floor_p95_ms']):>12}"
+            f"{loaded['floor_p95_ms'] / idle['floor_p95_ms']:>15.1f}"
         )
     lines.append("")
     for r in results:

@@ -445,6 +445,16 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) the process tree of `root` has used so far, in seconds."""
+    ticks = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class MemorySampler:
     """Sum of VmRSS over a process tree, sampled every `every` seconds; keeps the peak."""
 
@@ -939,7 +949,7 @@ def run_benchmark(
             mnemonic=TEST_MNEMONIC,
             concurrency=max(concurrency),
         )
-        assert worker.proc is not None
+        assert worker.proc is not None and mint.proc is not None
         sampler = MemorySampler(worker.proc.pid).start()
         beat = start_beat(database_url, redis_url, workdir)
         client = CountingClient(redis_url, timeout=CALL_TIMEOUT)
@@ -1039,9 +1049,14 @@ def run_benchmark(
             runs = []
             for rep in range(repeat):
                 log(f"throughput: {clients} client(s), {rounds} rounds each, {rep + 1}/{repeat}")
-                runs.append(
-                    run_clients(clients, rounds, url, redis_url, f"{run_tag}-c{clients}-{rep}")
-                )
+                cpu_before = cpu_seconds(mint.proc.pid), cpu_seconds(worker.proc.pid)
+                run = run_clients(clients, rounds, url, redis_url, f"{run_tag}-c{clients}-{rep}")
+                mint_cpu = cpu_seconds(mint.proc.pid) - cpu_before[0]
+                worker_cpu = cpu_seconds(worker.proc.pid) - cpu_before[1]
+                # cores busy over the run (about: the clients start and end within it)
+                run["mint_cores"] = mint_cpu / run["wall_s"]
+                run["worker_cores"] = worker_cpu / run["wall_s"]
+                runs.append(run)
             best = sorted(runs, key=lambda r: r["rounds_per_s"])[len(runs) // 2]  # the median
             result["throughput"].append(
                 {**best, "runs_rounds_per_s": [r["rounds_per_s"] for r in runs]}
@@ -1182,13 +1197,19 @@ def format_report(result: dict[str, Any]) -> str:
         "",
         f"throughput, cashu-worker ({s['rounds']} rounds per client, each its own wallet pair;"
         " median of the repetitions)",
-        f"{'clients':<9}{'rounds/s':>9}{'ops/s':>9}{'tasks/s':>9}{'ms/round':>10}{'locked':>8}",
+        f"{'clients':<9}{'rounds/s':>9}{'ops/s':>9}{'tasks/s':>9}{'ms/round':>10}{'locked':>8}"
+        f"{'mint cores':>12}{'worker cores':>14}",
     ]
     for row in result["throughput"]:
         lines.append(
             f"{row['clients']:<9}{row['rounds_per_s']:>9.2f}{row['ops_per_s']:>9.2f}"
             f"{row['tasks_per_s']:>9.1f}{row['round_ms']:>10.0f}{row['lock_waits']:>8}"
+            f"{row.get('mint_cores', 0):>12.2f}{row.get('worker_cores', 0):>14.2f}"
         )
+    lines.append(
+        f"(cores: CPU seconds per second of the run, of {s['cpus']}; the mint is one Python "
+        "process, so near 1.0 it is the limit)"
+    )
     lines += [
         "",
         f"prepare latency, ms (median of {s['prepares']}; each cancelled right after)",
