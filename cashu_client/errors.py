@@ -130,6 +130,12 @@ class AmbiguousKeysetIdError(KeysetError):
     code = "AMBIGUOUS_KEYSET_ID"
 
 
+class InsufficientFundsError(_CodedError):
+    """The candidates cannot cover the amount plus the fee of spending them (coin selection)."""
+
+    code = "INSUFFICIENT_FUNDS"
+
+
 class InvalidSignatureError(_CodedError):
     """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
 

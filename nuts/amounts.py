@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
+from nuts.errors import InsufficientFundsError
+
 
 class HasAmountAndKeyset(Protocol):
     @property
@@ -19,15 +21,6 @@ class HasAmountAndKeyset(Protocol):
 
 
 P = TypeVar("P", bound=HasAmountAndKeyset)
-
-
-class InsufficientFundsError(ValueError):
-    """The candidates cannot cover the amount plus the fee of spending them."""
-
-    def __init__(self, needed: int, available: int) -> None:
-        super().__init__(f"need {needed}, have {available}")
-        self.needed = needed
-        self.available = available
 
 
 def fee_for_ppks(ppks: Iterable[int]) -> int:

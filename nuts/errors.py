@@ -54,6 +54,18 @@ class AmbiguousKeysetIdError(KeysetError):
     code = "AMBIGUOUS_KEYSET_ID"
 
 
+class InsufficientFundsError(CashuError):
+    """The candidates cannot cover the amount plus the fee of spending them (coin selection;
+    sagas answer InsufficientBalanceError)."""
+
+    code = "INSUFFICIENT_FUNDS"
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(f"need {needed}, have {available}")
+        self.needed = needed
+        self.available = available
+
+
 class InvalidSignatureError(CashuError):
     """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
 

@@ -43,7 +43,6 @@ from sqlalchemy.orm import Session
 
 from models import Operation, ProofState
 from nuts.amounts import (
-    InsufficientFundsError,
     change_blank_count,
     fee_for_ppks,
     input_fee,
@@ -52,6 +51,7 @@ from nuts.amounts import (
 )
 from nuts.errors import (
     CashuError,
+    InsufficientFundsError,
     InvalidSignatureError,
     LightningPaymentFailedError,
     MintAmbiguousError,

@@ -35,7 +35,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Operation, Proof, ProofState
-from nuts.amounts import InsufficientFundsError, select_proofs, split_to_fill
+from nuts.amounts import select_proofs, split_to_fill
+from nuts.errors import InsufficientFundsError
 from nuts.models import Proof as WireProof
 from nuts.models import ProofDLEQ
 from nuts.outputs import proof_y

@@ -262,8 +262,13 @@ def test_insufficient_funds_when_only_the_fee_is_missing():
     assert excinfo.value.available == 7
 
 
-def test_insufficient_funds_is_a_value_error():
-    assert issubclass(InsufficientFundsError, ValueError)
+def test_insufficient_funds_is_a_cashu_error_with_a_stable_code_and_the_shortfall():
+    from nuts.errors import CashuError
+
+    with pytest.raises(InsufficientFundsError) as caught:
+        select_proofs(wallet(1, 2), 8, {})
+    assert isinstance(caught.value, CashuError) and caught.value.code == "INSUFFICIENT_FUNDS"
+    assert (caught.value.needed, caught.value.available) == (8, 3)
 
 
 def test_select_returns_the_smallest_overshoot_available():
