@@ -189,6 +189,11 @@ def new_operation(
     return op
 
 
+def operation_exists(ctx: SagaContext, operation_id: uuid.UUID) -> bool:
+    with ctx.uow() as session:
+        return session.get(Operation, operation_id) is not None
+
+
 def get_operation(
     session: Session, operation_id: str | uuid.UUID, kind: str | None = None, *, lock: bool = False
 ) -> Operation:

@@ -19,7 +19,6 @@ its lock; the relay is sent once the step's transactions are committed.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from celery import Task
@@ -31,6 +30,7 @@ from tasks.app import app
 from tasks.context import saga_context
 from tasks.steps import (
     hand_on,
+    new_operation_id,
     polls_left,
     replaceable,
     run_locked_step,
@@ -146,7 +146,8 @@ def _begin(task: Task, op_id: str, wait: bool) -> dict[str, Any]:
 def _prepare_and_begin(task: Task, arguments: dict[str, Any], wait: bool) -> dict[str, Any]:
     progress = run_new_locked_step(
         melt_saga.prepare_and_begin,
-        uuid.uuid4(),
+        melt_saga.begin,
+        new_operation_id(*arguments.values()),
         arguments["wallet"],
         arguments["mint_url"],
         arguments["invoice"],

@@ -7,13 +7,12 @@ task events or the stored result's arguments (tasks/app.py: CashuTask).
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sagas import receive as receive_saga
 from tasks import arguments as valid
 from tasks.app import app
-from tasks.steps import run_locked_step, run_new_locked_step, run_step
+from tasks.steps import new_operation_id, run_locked_step, run_new_locked_step, run_step
 
 
 @app.task(name="cashu.receive.prepare")
@@ -41,15 +40,14 @@ def redeem(
     wallet: str, token: str, trust_mint: bool = False, notify_task: str | None = None
 ) -> dict[str, Any]:
     """prepare + execute in one step, under the lock of the operation it creates."""
-    new_id = uuid.uuid4()
-    op = run_new_locked_step(
-        receive_saga.redeem,
-        new_id,
+    arguments = (
         valid.wallet(wallet),
         valid.token(token),
         valid.flag(trust_mint, "trust_mint"),
         valid.notify_task(notify_task),
     )
+    new_id = new_operation_id(*arguments)
+    op = run_new_locked_step(receive_saga.redeem, receive_saga.execute, new_id, *arguments)
     if op["id"] != str(new_id):  # the token's operation existed: finish it under its lock
         return execute.run(op["id"])
     return op

@@ -9,7 +9,7 @@ or task events (tasks/app.py: CashuTask).
 
 from __future__ import annotations
 
-import uuid
+from functools import partial
 from typing import Any
 
 from sagas import send as send_saga
@@ -17,7 +17,7 @@ from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
 from tasks.events import request_relay
-from tasks.steps import run_locked_step, run_new_locked_step, run_step
+from tasks.steps import new_operation_id, run_locked_step, run_new_locked_step, run_step
 
 
 @app.task(name="cashu.send.prepare")
@@ -68,9 +68,8 @@ def token(
 ) -> dict[str, Any]:
     """prepare + execute in one step, under the lock of the operation it creates, for
     callers that need not see the fee first: the Operation with its token."""
-    return run_new_locked_step(
-        send_saga.token,
-        uuid.uuid4(),
+    version = valid.token_version(token_version)
+    arguments = (
         valid.wallet(wallet),
         valid.mint_url(mint_url),
         valid.amount(amount),
@@ -79,7 +78,13 @@ def token(
         valid.p2pk_pubkey(p2pk_pubkey),
         valid.flag(include_receiver_fee, "include_receiver_fee"),
         valid.notify_task(notify_task),
-        valid.token_version(token_version),
+        version,
+    )
+    return run_new_locked_step(
+        send_saga.token,
+        partial(send_saga.execute, token_version=version),
+        new_operation_id(*arguments),
+        *arguments,
     )
 
 

@@ -13,6 +13,7 @@ the step returns it, for the task's remaining log lines.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from celery.canvas import Signature
 from nuts.errors import CashuError
 from sagas import melt as melt_saga
 from sagas import send as send_saga
-from sagas.engine import Progress
+from sagas.engine import Progress, operation_exists
 from sagas.recovery import POLL_STEP
 from tasks.app import app
 from tasks.config import get_settings
@@ -33,6 +34,7 @@ from tasks.locks import operation_lock
 from tasks.log_format import bind
 
 T = TypeVar("T")
+ONE_CALL_NAMESPACE = uuid.UUID("6f1c1f2e-9b0a-4d47-8a43-2f3cbb0c5d11")
 # The operations that hold funds while prepared, and how each lets them go.
 CANCEL_PREPARED: dict[str, Callable[..., dict[str, Any]]] = {
     "send": send_saga.cancel,
@@ -118,11 +120,33 @@ def step_lock_wait() -> float:
 
 
 def run_new_locked_step(
-    step: Callable[..., T], operation_id: uuid.UUID, *args: Any, **kwargs: Any
+    step: Callable[..., T],
+    resume: Callable[..., T],
+    operation_id: uuid.UUID,
+    *args: Any,
+    **kwargs: Any,
 ) -> T:
+    """A one-call step that creates the operation `operation_id` (new_operation_id), under
+    its lock; `resume(ctx, operation_id)` carries on with it when an earlier delivery of
+    this message created it already."""
     bind(operation_id=str(operation_id))
-    with operation_lock(operation_id):
+    with operation_lock(operation_id, wait=_lock_wait()):
+        if operation_exists(saga_context(), operation_id):
+            return run_step(resume, operation_id)
         return run_step(step, *args, operation_id=operation_id, **kwargs)
+
+
+def new_operation_id(*arguments: object) -> uuid.UUID:
+    """The id a one-call task gives the operation it creates: derived from the task's own id
+    and its arguments, so a message delivered again after its worker died finds the
+    operation its first delivery created, instead of sending or paying a second time. The
+    wallet is among the arguments: reusing a task id never reaches another wallet's
+    operation. Outside a task, a fresh id."""
+    request = current_task.request if current_task else None
+    if request is None or not request.id:
+        return uuid.uuid4()
+    name = json.dumps([request.id, request.task, *arguments], default=str)
+    return uuid.uuid5(ONE_CALL_NAMESPACE, name)
 
 
 def _lock_wait() -> float:

@@ -8,9 +8,19 @@ import uuid
 
 import pytest
 from celery import Celery
+from coincurve import PrivateKey
 from mint_harness import make_invoice
 from slow_proxy import SlowProxy
-from task_helpers import TIMEOUT, assert_balance, call, db_read, fund, raises, wait_until
+from task_helpers import (
+    TIMEOUT,
+    assert_balance,
+    assert_mint_agrees,
+    call,
+    db_read,
+    fund,
+    raises,
+    wait_until,
+)
 
 pytestmark = pytest.mark.mint
 
@@ -113,19 +123,13 @@ def test_a_step_that_outlives_the_lock_lease_keeps_its_lock_while_it_runs(
 def test_a_step_whose_worker_process_was_killed_is_redelivered_and_answers_its_caller(
     celery_worker, celery_client: Celery, proxy: SlowProxy, wallet: str
 ) -> None:
-    import os
-    import signal
-
     client, url = celery_client, proxy.url
     fund(client, wallet, url, 300)
     op = call(client, "cashu.melt.prepare", wallet=wallet, mint_url=url, invoice=make_invoice(100))
     proxy.hold("/v1/melt/bolt11", 20.0)  # the mint pays; its answer waits in the proxy
     executing = client.send_task("cashu.melt.execute", kwargs={"operation_id": op["id"]})
     assert proxy.answered.wait(TIMEOUT)
-
-    active = client.control.inspect(destination=[celery_worker.nodename]).active()
-    [running] = [t for t in active[celery_worker.nodename] if t["id"] == executing.id]
-    os.kill(running["worker_pid"], signal.SIGKILL)  # the process holding the lock dies
+    kill_the_process_running(celery_worker, client, executing.id)
     proxy.release()
 
     # The message comes back; its second delivery waits out the dead process's lease.
@@ -133,3 +137,66 @@ def test_a_step_whose_worker_process_was_killed_is_redelivered_and_answers_its_c
     assert paid["state"] == "finalized", paid
     assert paid["effective_fee"] <= op["fee_reserve"] + op["swap_fee"] + op["input_fee"]
     assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
+
+
+def test_a_one_call_payment_redelivered_after_its_worker_died_pays_once_and_answers_its_caller(
+    celery_worker, celery_client: Celery, proxy: SlowProxy, wallet: str, saga_context
+) -> None:
+    client, url = celery_client, proxy.url
+    fund(client, wallet, url, 300)
+    invoice = make_invoice(100)
+    # The melt exists and holds its inputs once the pre-flight check is asked; the worker
+    # dies before it hears the answer.
+    proxy.hold("/v1/checkstate", 20.0)
+    paying = client.send_task(
+        "cashu.melt.pay", kwargs={"wallet": wallet, "mint_url": url, "invoice": invoice}
+    )
+    assert proxy.answered.wait(TIMEOUT)
+    kill_the_process_running(celery_worker, client, paying.id)
+    proxy.release()
+
+    paid = paying.get(timeout=TIMEOUT)  # the second delivery carries on with the same melt
+    assert paid["state"] == "finalized", paid
+    assert proxy.seen.count("/v1/melt/bolt11") == 1
+    melts = operations(client, wallet, "melt")
+    assert [o["id"] for o in melts] == [paid["id"]], melts
+    assert paid["effective_fee"] <= paid["fee_reserve"] + paid["swap_fee"] + paid["input_fee"]
+    assert_balance(client, wallet, spendable=300 - 100 - paid["effective_fee"])
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+def test_a_one_call_send_redelivered_after_its_worker_died_sends_once_and_answers_its_token(
+    celery_worker, celery_client: Celery, proxy: SlowProxy, wallet: str, saga_context
+) -> None:
+    client, url = celery_client, proxy.url
+    fund(client, wallet, url, 300)
+    lock = PrivateKey().public_key.format().hex()  # locked to a key: always a swap
+    proxy.hold("/v1/swap", 20.0)  # the mint swaps; its answer waits in the proxy
+    sending = client.send_task(
+        "cashu.send.token",
+        kwargs={"wallet": wallet, "mint_url": url, "amount": 100, "p2pk_pubkey": lock},
+    )
+    assert proxy.answered.wait(TIMEOUT)
+    kill_the_process_running(celery_worker, client, sending.id)
+    proxy.release()
+
+    sent = sending.get(timeout=TIMEOUT)  # the second delivery finishes the same send
+    assert sent["state"] == "pending" and sent["token"] and sent["needs_swap"], sent
+    sends = operations(client, wallet, "send")
+    assert [o["id"] for o in sends] == [sent["id"]], sends
+    assert_balance(client, wallet, spendable=300 - 100 - sent["fee"], pending=100)
+    assert_mint_agrees(saga_context, url, wallet)
+
+
+def kill_the_process_running(celery_worker, client: Celery, task_id: str) -> None:
+    """SIGKILL the worker's pool process running `task_id` while it holds its lock."""
+    import os
+    import signal
+
+    active = client.control.inspect(destination=[celery_worker.nodename]).active()
+    [running] = [t for t in active[celery_worker.nodename] if t["id"] == task_id]
+    os.kill(running["worker_pid"], signal.SIGKILL)
+
+
+def operations(client: Celery, wallet: str, kind: str) -> list[dict]:
+    return call(client, "cashu.ops.list", wallet=wallet, kind=kind)["operations"]

@@ -147,6 +147,29 @@ def test_send_token_makes_the_token_in_one_call(
     assert_balance(client, alice, spendable=500 - 123 - sent["fee"] - 5 - v3["fee"], pending=128)
 
 
+def test_send_token_sent_again_with_its_task_id_gives_the_same_token_and_sends_once(
+    celery_client: Celery, mint_url: str, alice: str, bob: str
+) -> None:
+    client = celery_client
+    fund(client, alice, mint_url, 500)
+    fund(client, bob, mint_url, 500)
+    task_id = str(uuid.uuid4())  # a caller's idempotency key: it publishes the call again
+
+    def send(wallet: str) -> dict:
+        client.AsyncResult(task_id).forget()  # so .get() waits for this call's own answer
+        kwargs = {"wallet": wallet, "mint_url": mint_url, "amount": 123}
+        return client.send_task("cashu.send.token", kwargs=kwargs, task_id=task_id).get(
+            timeout=TIMEOUT
+        )
+
+    first, again = send(alice), send(alice)
+    assert (again["id"], again["token"]) == (first["id"], first["token"])
+    assert_balance(client, alice, spendable=500 - 123 - first["fee"], pending=123)
+    other = send(bob)  # the same task id for another wallet: a send of its own
+    assert other["id"] != first["id"] and other["wallet"] == bob
+    assert_balance(client, bob, spendable=500 - 123 - other["fee"], pending=123)
+
+
 def test_send_token_without_funds_or_with_a_bad_version_changes_nothing(
     celery_client: Celery, mint_url: str, alice: str
 ) -> None:
