@@ -9,7 +9,7 @@ Run by hand (minutes; not part of the test suite, tests/test_bench_smoke.py runs
 Everything is its own and stopped at the end: one fresh Nutshell FakeWallet mint
 (input_fee_ppk=100), the Postgres database `cashu_worker_bench` (created if missing, schema
 dropped and migrated), Redis db 12 (flushed), one `celery -A tasks worker -Q cashu,cashu.beat
--c <max clients> --pool prefork` and one `celery -A tasks beat`.
+-c <max clients> --pool prefork` (`--pool threads|solo` for another) and one `celery -A tasks beat`.
 
 A round: wallet A mints 100 sat, sends 7 sat as a token, wallet B receives the token, A melts
 a 5 sat invoice. Each way, per repetition, a fresh pair of wallets runs `--rounds` rounds; an
@@ -900,9 +900,11 @@ def run_benchmark(
     redis_url: str = DEFAULT_REDIS_URL,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
     peers: list[str] | None = None,
+    pool: str = "prefork",
 ) -> dict[str, Any]:
     """The whole benchmark; returns every figure (format_report prints them). `peers`: the
-    TypeScript ways to run too (default all of PEER_WAYS; [] for none)."""
+    TypeScript ways to run too (default all of PEER_WAYS; [] for none); `pool`: the worker's
+    (`--pool`), with `-c` the most clients."""
     import redis
     from worker_harness import start_worker
 
@@ -924,6 +926,7 @@ def run_benchmark(
             "peers": peers,
             "input_fee_ppk": INPUT_FEE_PPK,
             "worker_processes": max(concurrency),
+            "pool": pool,
             "cpus": os.cpu_count(),
             "load_at_start": os.getloadavg()[0],
         }
@@ -948,6 +951,7 @@ def run_benchmark(
             redis_url=redis_url,
             mnemonic=TEST_MNEMONIC,
             concurrency=max(concurrency),
+            pool=pool,
         )
         assert worker.proc is not None and mint.proc is not None
         sampler = MemorySampler(worker.proc.pid).start()
@@ -1150,7 +1154,8 @@ def format_report(result: dict[str, Any]) -> str:
     peers = [way for way in ways if way in PEER_WAYS]
     lines = [
         f"cashu-worker workload benchmark: {s['rounds']} rounds x {s['repeat']} repetitions, "
-        f"mint input_fee_ppk={s['input_fee_ppk']}, worker -c {s['worker_processes']} prefork "
+        f"mint input_fee_ppk={s['input_fee_ppk']}, worker -c {s['worker_processes']} "
+        f"--pool {s.get('pool', 'prefork')} "
         f"+ beat, {s['cpus']} CPUs, load {s['load_at_start']:.1f} at start, "
         f"Nutshell wallet {result.get('nutshell_version', '?')}"
         + (f", {_peer_versions(result)}" if peers else ""),
@@ -1275,6 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     result = run_benchmark(
@@ -1286,6 +1292,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url=args.database_url,
         redis_url=args.redis_url,
         peers=args.peers,
+        pool=args.pool,
     )
     print(format_report(result), flush=True)
     if args.json:

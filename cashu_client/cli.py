@@ -29,7 +29,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, cast
 
-from cashu_client.client import DEFAULT_QUEUE, DEFAULT_TIMEOUT, CashuClient, redact
+from cashu_client.client import (
+    DEFAULT_LIGHTNING_QUEUE,
+    DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT,
+    CashuClient,
+    redact,
+)
 from cashu_client.errors import (
     BrokerError,
     CashuWorkerError,
@@ -231,6 +237,7 @@ class Context:
                 self.args.broker_url or self.args.redis_url,
                 self.args.redis_url,
                 queue=self.args.queue,
+                lightning_queue=self.args.lightning_queue,
                 timeout=self.args.timeout,
             )
         return self._client
@@ -432,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the workers' broker when it is not REDIS_URL (env BROKER_URL), e.g. amqp://...",
     )
     parser.add_argument("--queue", default=DEFAULT_QUEUE, help="task queue (%(default)s)")
+    parser.add_argument(
+        "--lightning-queue",
+        default=DEFAULT_LIGHTNING_QUEUE,
+        help="queue of a melt's execute and pay (%(default)s)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,

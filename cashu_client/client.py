@@ -13,12 +13,14 @@ Needs only Celery and the broker's URL; not the worker's code or dependencies:
 With RabbitMQ as the workers' broker (BROKER_URL), the results are still in Redis:
 `CashuClient("amqp://user:password@rabbit:5672/vhost", "redis://127.0.0.1:6379/0")`.
 
-Each method sends its task by name to the queue (default "cashu"), waits for the result
-(`timeout` seconds, default 60) and returns its JSON. A task that fails raises the typed
-error of cashu_client.errors (`exc.code` is the worker's stable code); no result in time
-raises TaskTimeoutError (the task may still run: look the operation up before retrying);
-an unreachable broker (or result backend) raises BrokerError once it has been retried for
-`connect_timeout` seconds (default 2), not after Celery's own retries (20 s and more).
+Each method sends its task by name to the queue (default "cashu"; a melt's execute and
+pay to `lightning_queue`, default "cashu.lightning", where the melt's requests run), waits
+for the result (`timeout` seconds, default 60) and returns its JSON. A task that fails
+raises the typed error of cashu_client.errors (`exc.code` is the worker's stable code);
+no result in time raises TaskTimeoutError (the task may still run: look the operation up
+before retrying); an unreachable broker (or result backend) raises BrokerError once it has
+been retried for `connect_timeout` seconds (default 2), not after Celery's own retries (20
+s and more).
 
 Tokens are secrets: the representation of the arguments Celery puts in the message
 headers and task events (argsrepr/kwargsrepr) has them masked. The task gets the token.
@@ -37,6 +39,9 @@ from cashu_client.errors import BrokerError, TaskTimeoutError, from_task_failure
 from cashu_client.redaction import redact
 
 DEFAULT_QUEUE = "cashu"
+DEFAULT_LIGHTNING_QUEUE = "cashu.lightning"
+# Sent where the melt's requests run; on another queue a worker hands them over (one hop more).
+LIGHTNING_TASKS = frozenset({"cashu.melt.execute", "cashu.melt.pay"})
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 _RETRY_INTERVAL = 0.5
@@ -118,12 +123,14 @@ class CashuClient:
         backend_url: str | None = None,
         *,
         queue: str = DEFAULT_QUEUE,
+        lightning_queue: str = DEFAULT_LIGHTNING_QUEUE,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self.broker_url = broker_url
         self.backend_url = backend_url or broker_url
         self.queue = queue
+        self.lightning_queue = lightning_queue
         self.timeout = timeout
         self.app = Celery(
             f"cashu-client-{uuid.uuid4().hex[:8]}",
@@ -148,11 +155,12 @@ class CashuClient:
         """Send task `name` with `kwargs`, wait up to `timeout` seconds (default: the
         client's), return its result; typed errors as described in the module."""
         wait = self.timeout if timeout is None else timeout
+        queue = self.lightning_queue if name in LIGHTNING_TASKS else self.queue
         try:
             result = self.app.send_task(
                 name,
                 kwargs=kwargs,
-                queue=self.queue,
+                queue=queue,
                 argsrepr="()",
                 kwargsrepr=_safe_repr(kwargs),
             )
@@ -166,7 +174,7 @@ class CashuClient:
         except CeleryTimeoutError as exc:
             raise TaskTimeoutError(
                 f"{name} gave no result within {wait:g}s (task {result.id}, queue "
-                f"{self.queue!r}); no worker may be consuming that queue, or it may still "
+                f"{queue!r}); no worker may be consuming that queue, or it may still "
                 "run: look the operation up before trying again",
                 task_id=result.id,
                 task_name=name,

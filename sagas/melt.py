@@ -257,6 +257,22 @@ def prepare_and_begin(
     return _begin(ctx, reserved)
 
 
+def begin_and_pay(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
+    """begin, then the melt request at once when there is no pre-swap: begin's checkstate
+    moves nothing, so the two still make one request that can move money, one task apart
+    fewer (tasks/melt.py)."""
+    return _pay_next(ctx, begin(ctx, operation_id))
+
+
+def prepare_begin_and_pay(ctx: SagaContext, *args: Any, **kwargs: Any) -> Progress:
+    """prepare_and_begin (its arguments), then the melt request as begin_and_pay does."""
+    return _pay_next(ctx, prepare_and_begin(ctx, *args, **kwargs))
+
+
+def _pay_next(ctx: SagaContext, progress: Progress) -> Progress:
+    return pay_step(ctx, progress.operation_id) if progress.next_step == "pay" else progress
+
+
 def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     """Swap the reserved inputs into exactly the melt's inputs plus change we keep; hands on
     to pay only once the swap is known done and its proofs stored."""

@@ -1,13 +1,16 @@
 """Melt saga tasks (sagas/melt.py): prepare, execute, pay (the two in one), refresh, cancel,
 reclaim, get_by_quote; and the internal steps execute hands on to.
 
-execute and pay hand a caller that waits over to `cashu.melt.step.begin` /
-`cashu.melt.step.prepare_and_begin` at once (with wait=False they do that step themselves):
-the pre-flight check and the write-ahead; then `cashu.melt.step.swap` (the pre-swap, when
-there is one), `cashu.melt.step.pay` (the melt request: with a mint that cannot pay in
-the background it waits for the payment) and, while the payment is pending,
-`cashu.melt.step.check` (the quote's state, a little later each time). The steps run on
-the cashu.lightning queue, not the one everything else needs.
+execute and pay are routed to the cashu.lightning queue (tasks/queues.py), where they do
+the pre-flight check and the write-ahead and, when there is no pre-swap, the melt request
+itself (with a mint that cannot pay in the background it waits for the payment there,
+never on the queue everything else needs). A caller without the routes reaches cashu:
+one that waits is handed over at once to `cashu.melt.step.begin` /
+`cashu.melt.step.prepare_and_begin`, which do the same on cashu.lightning; with
+wait=False the write-ahead is done here and the melt request is a step of its own. The
+other steps: `cashu.melt.step.swap` (the pre-swap), `cashu.melt.step.pay` (the melt
+request after it) and, while the payment is pending, `cashu.melt.step.check` (the quote's
+state, a little later each time).
 A caller that waits (`.get()`, a chain) gets the final Operation: each step replaces the
 one before it (Task.replace). With wait=False it gets the operation as it stands, and the
 steps go on beside it; its notify_task and the event stream tell how it ends.
@@ -28,6 +31,7 @@ from sagas.errors import OperationNotFoundError
 from tasks import arguments as valid
 from tasks.app import app
 from tasks.context import saga_context
+from tasks.queues import LIGHTNING_QUEUE
 from tasks.steps import (
     hand_on,
     new_operation_id,
@@ -96,7 +100,7 @@ def pay(
     max_fee bounds them. A caller that waits is handed over to the melt's queue at once."""
     arguments = _pay_arguments(wallet, mint_url, invoice, method, max_fee, notify_task, unit)
     wait = valid.flag(wait, "wait")
-    if wait and replaceable(self):
+    if wait and _sent_elsewhere(self):
         return self.replace(app.signature("cashu.melt.step.prepare_and_begin", kwargs=arguments))
     return _prepare_and_begin(self, arguments, wait)
 
@@ -113,9 +117,17 @@ def execute(
     gets the operation once its write-ahead is committed."""
     wait = valid.flag(wait, "wait")
     op_id = _operation_id(operation_id, mint_url, quote_id)
-    if wait and replaceable(self):
+    if wait and _sent_elsewhere(self):
         return self.replace(step_signature(KIND, "begin", op_id, wait=True))
     return _begin(self, op_id, wait)
+
+
+def _sent_elsewhere(task: Task) -> bool:
+    """Whether a caller that waits is to be handed over to the melt's queue: its call
+    reached another queue (the routes send it to cashu.lightning; a caller without them
+    reaches cashu), and it is not running eagerly in its caller's process."""
+    delivered_to = (task.request.delivery_info or {}).get("routing_key")
+    return replaceable(task) and delivered_to != LIGHTNING_QUEUE
 
 
 def _pay_arguments(
@@ -139,14 +151,22 @@ def _pay_arguments(
 
 
 def _begin(task: Task, op_id: str, wait: bool) -> dict[str, Any]:
-    """As a public call does: a lock another holds is OperationInProgressError at once."""
-    return hand_on(task, KIND, run_locked_step(melt_saga.begin, op_id), wait=wait)
+    """As a public call does: a lock another holds is OperationInProgressError at once.
+    On the melt's queue (wait), the melt request follows in the same task when there is no
+    pre-swap; otherwise it is a step of its own there."""
+    step = melt_saga.begin_and_pay if wait else melt_saga.begin
+    return hand_on(task, KIND, run_locked_step(step, op_id), wait=wait)
 
 
 def _prepare_and_begin(task: Task, arguments: dict[str, Any], wait: bool) -> dict[str, Any]:
+    step, resume = (
+        (melt_saga.prepare_begin_and_pay, melt_saga.begin_and_pay)
+        if wait
+        else (melt_saga.prepare_and_begin, melt_saga.begin)
+    )
     progress = run_new_locked_step(
-        melt_saga.prepare_and_begin,
-        melt_saga.begin,
+        step,
+        resume,
         new_operation_id(*arguments.values()),
         arguments["wallet"],
         arguments["mint_url"],

@@ -1,6 +1,6 @@
 """The queues and the routes: every public task runs on "cashu"; the beat's periodic work
 and the event relay run on "cashu.beat", so a backlog of one never starves the other; the
-melt's steps after its write-ahead (the pre-swap, the pay step, which may wait on a
+melt's execute and pay and its steps (the pre-swap, the melt request, which may wait on a
 Lightning payment, and the polls) run on "cashu.lightning", so a burst of payments neither
 holds nor queues before the workers everything else needs."""
 
@@ -24,6 +24,9 @@ TASK_MODULES = [  # the task modules a worker imports
 TASK_ROUTES = {
     "cashu.beat.*": {"queue": BEAT_QUEUE},
     "cashu.events.*": {"queue": BEAT_QUEUE},
-    # a melt's steps after its write-ahead: a burst of payments never queues before users' work
+    # a melt's requests at the mint: a burst of payments never queues before users' work
+    # (a caller without these routes sends execute and pay to cashu: they hand over)
+    "cashu.melt.execute": {"queue": LIGHTNING_QUEUE},
+    "cashu.melt.pay": {"queue": LIGHTNING_QUEUE},
     "cashu.melt.step.*": {"queue": LIGHTNING_QUEUE},
 }

@@ -161,6 +161,33 @@ def test_the_client_package_imports_nothing_of_the_worker(tmp_path: Path) -> Non
     assert proc.stdout.strip() == "[]"
 
 
+def test_a_melts_execute_and_pay_go_to_the_lightning_queue_and_the_rest_to_the_queue(
+    redis_url: str,
+) -> None:
+    """Where the worker runs a melt's requests: sent there, no worker hands them over."""
+    queue, lightning = (f"cashu-client-test-{uuid.uuid4().hex[:8]}" for _ in "ql")
+    conn = redis.Redis.from_url(redis_url)
+    invoice = "lnbc1u1p" + "x" * 40  # never read: nobody consumes these queues
+    try:
+        with CashuClient(redis_url, queue=queue, lightning_queue=lightning, timeout=0.3) as idle:
+            with pytest.raises(TaskTimeoutError) as caught:
+                idle.melt_pay("someone", "http://127.0.0.1:1", invoice)
+            assert repr(lightning) in str(caught.value)
+            with pytest.raises(TaskTimeoutError):
+                idle.melt_execute(str(uuid.uuid4()))
+            with pytest.raises(TaskTimeoutError):
+                idle.melt_prepare("someone", "http://127.0.0.1:1", invoice)
+
+        def sent_to(name: str) -> list[str]:
+            return sorted(json.loads(raw)["headers"]["task"] for raw in conn.lrange(name, 0, -1))
+
+        assert sent_to(lightning) == ["cashu.melt.execute", "cashu.melt.pay"]
+        assert sent_to(queue) == ["cashu.melt.prepare"]
+    finally:
+        for name in (queue, lightning):
+            conn.delete(name, f"_kombu.binding.{name}")
+
+
 def test_a_token_argument_stays_out_of_the_message_headers(redis_url: str) -> None:
     """kwargsrepr (headers, task-sent events) has the token masked; the body carries it."""
     queue = f"cashu-client-test-{uuid.uuid4().hex[:8]}"  # nobody consumes it

@@ -14,6 +14,7 @@ The payment's caller still gets the final Operation, and what it cost is within 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -119,3 +120,30 @@ def test_a_waiting_melt_leaves_the_public_queue_at_once_and_pays_on_the_lightnin
     worst = paid["fee_reserve"] + paid["swap_fee"] + paid["input_fee"]
     assert 0 <= paid["effective_fee"] <= worst
     assert_balance(client, payer, spendable=300 - 100 - paid["effective_fee"])
+
+
+def test_a_melt_sent_by_the_routes_runs_on_the_lightning_workers_without_a_hand_over(
+    own_workers: Callable[..., RunningWorker], fresh_mint: Callable[..., RunningMint]
+) -> None:
+    """The routes send cashu.melt.pay to cashu.lightning: it runs there from its first step,
+    and with no pre-swap its melt request is made in that same task."""
+    public = own_workers("cashu,cashu.beat")
+    lightning = own_workers("cashu.lightning", pool="threads", concurrency=4)
+    client = public.client  # the worker's own Celery settings: its routes
+    url = call(client, "cashu.mints.add", url=fresh_mint(version="0.20.2").url)["url"]
+    payer = new_wallet_name("payer")
+    fund(client, payer, url, 300)
+
+    paid = call(client, "cashu.melt.pay", wallet=payer, mint_url=url, invoice=make_invoice(100))
+
+    assert paid["state"] == "finalized" and not paid["swap_fee"], paid
+    worst = paid["fee_reserve"] + paid["input_fee"]
+    assert 0 <= paid["effective_fee"] <= worst
+    assert_balance(client, payer, spendable=300 - 100 - paid["effective_fee"])
+    assert tasks_received(lightning) == ["cashu.melt.pay"]
+    assert "cashu.melt." not in " ".join(tasks_received(public))
+
+
+def tasks_received(worker: RunningWorker) -> list[str]:
+    log = worker.log_path.read_text(errors="replace")
+    return re.findall(r"Task (cashu\.[\w.]+)\[[0-9a-f-]+\] received", log)
