@@ -310,6 +310,12 @@ class InvoiceAlreadyPaidError(MintRejectedError):
     code = "INVOICE_ALREADY_PAID"
 
 
+class QuoteExpiredError(MintRejectedError):
+    """Quote is expired (20007), or found past its expiry unpaid."""
+
+    code = "QUOTE_EXPIRED"
+
+
 class QuoteSignatureInvalidError(MintRejectedError):
     """NUT-20 signature on the mint request is invalid (20008)."""
 
@@ -452,12 +458,6 @@ class InsufficientBalanceError(SagaError):
     """The wallet's spendable proofs at this mint do not cover the amount and fees."""
 
     code = "INSUFFICIENT_BALANCE"
-
-
-class QuoteExpiredError(SagaError, MintRejectedError):
-    """The quote expired before it was paid (also the mint's NUT error 20007)."""
-
-    code = "QUOTE_EXPIRED"
 
 
 class QuoteIssuedElsewhereError(SagaError):

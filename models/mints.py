@@ -17,7 +17,7 @@ class Mint(Timestamps, Base):
     info: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
 
 
-class Keyset(Timestamps, Base):
+class StoredKeyset(Timestamps, Base):
     """A keyset as the mint served it, stored only after its id was verified."""
 
     __tablename__ = "keysets"

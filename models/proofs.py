@@ -19,7 +19,7 @@ class ProofState(StrEnum):
     SPENT = "spent"
 
 
-class Proof(Timestamps, Base):
+class StoredProof(Timestamps, Base):
     __tablename__ = "proofs"
     __table_args__ = (
         CheckConstraint("state IN ('unspent', 'reserved', 'pending', 'spent')", name="state_valid"),

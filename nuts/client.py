@@ -40,7 +40,7 @@ from nuts.models import (
     MintInfo,
     MintQuote,
     Proof,
-    ProofState,
+    ProofStateReport,
     RestoreResult,
 )
 from nuts.p2pk import sign_mint_quote
@@ -272,11 +272,11 @@ class MintClient:
 
     # --- NUT-07 checkstate, NUT-09 restore -----------------------------------------------------
 
-    def checkstate(self, Ys: list[str]) -> list[ProofState]:  # noqa: N803 (the NUT's name)
+    def checkstate(self, Ys: list[str]) -> list[ProofStateReport]:  # noqa: N803 (the NUT's name)
         """POST /v1/checkstate. States come back in the order of `Ys`."""
 
-        def parse(data: Any) -> list[ProofState]:
-            by_y = {s.Y: s for s in (ProofState.model_validate(x) for x in data["states"])}
+        def parse(data: Any) -> list[ProofStateReport]:
+            by_y = {s.Y: s for s in (ProofStateReport.model_validate(x) for x in data["states"])}
             missing = [y for y in Ys if y not in by_y]
             if missing:
                 raise _BadResponse(f"checkstate answer lacks {len(missing)} of the asked Ys")

@@ -296,10 +296,18 @@ class InvoiceAlreadyPaidError(MintRejectedError):
 
 
 class QuoteExpiredError(MintRejectedError):
-    """Quote is expired (20007)."""
+    """Quote is expired (20007), or found past its expiry unpaid (`past_expiry`)."""
 
     code = "QUOTE_EXPIRED"
     mint_code = 20007
+
+    @classmethod
+    def past_expiry(cls, quote_id: str) -> QuoteExpiredError:
+        """The quote's own expiry has passed unpaid: no answer from the mint says so, so the
+        message says just that, not "mint rejected the request (HTTP ...)"."""
+        error = cls(f"quote {quote_id} expired unpaid")
+        error.message = error.detail
+        return error
 
 
 class QuoteSignatureInvalidError(MintRejectedError):

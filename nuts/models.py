@@ -121,7 +121,7 @@ class MeltQuote(WireModel):
     change: list[BlindSignature] | None = None
 
 
-class ProofState(WireModel):
+class ProofStateReport(WireModel):
     Y: str
     state: ProofSpentState
     witness: str | None = None

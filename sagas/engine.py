@@ -215,13 +215,15 @@ def transition(
     *,
     data: dict[str, Any] | None = None,
     error: Exception | None = None,
+    severity: Severity | None = None,
     clear_error: bool = True,
     **columns: Any,
 ) -> Operation:
     """Move `op` to state `to` if nobody moved it since we read it; write its event.
 
-    `data` is merged into op.data. Raises InvalidStateError for an illegal
-    transition and StaleOperationError when the compare-and-set loses.
+    `data` is merged into op.data; `severity`, when given, is recorded instead of the
+    error's own. Raises InvalidStateError for an illegal transition and
+    StaleOperationError when the compare-and-set loses.
     """
     spec = spec_of(op.kind)
     if to not in spec.transitions.get(op.state, frozenset()):
@@ -229,7 +231,7 @@ def transition(
     # A state change also ends any poller's claim, so the same sweep can see it again.
     values: dict[str, Any] = {"state": to, "claimed_until": None, **columns}
     if error is not None or clear_error:
-        values.update(_error_columns(error))
+        values.update(_error_columns(error, severity))
     before = op.state
     _compare_and_set(session, op, values, data, final=to in spec.terminal)
     _audit(session, op, before)
@@ -331,15 +333,16 @@ def _compare_and_set(
     return op
 
 
-def _error_columns(error: Exception | None) -> dict[str, Any]:
+def _error_columns(error: Exception | None, severity: Severity | None = None) -> dict[str, Any]:
     if error is None:
         return {"error_code": None, "error_severity": None, "error_message": None}
     if isinstance(error, SagaError):
-        code, severity = error.code, error.severity
+        code, own = error.code, error.severity
     elif isinstance(error, CashuError):
-        code, severity = error.code, _severity_of(error)
+        code, own = error.code, _severity_of(error)
     else:
-        code, severity = "UNEXPECTED_ERROR", Severity.HIGH
+        code, own = "UNEXPECTED_ERROR", Severity.HIGH
+    severity = severity or own
     return {"error_code": code, "error_severity": str(severity), "error_message": str(error)[:2000]}
 
 

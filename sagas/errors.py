@@ -93,13 +93,6 @@ class InsufficientBalanceError(SagaError):
     severity = Severity.LOW
 
 
-class QuoteExpiredError(SagaError):
-    """The quote expired before it was paid."""
-
-    code = "QUOTE_EXPIRED"
-    severity = Severity.LOW
-
-
 class QuoteIssuedElsewhereError(SagaError):
     """The quote was issued, but not to outputs we hold: we cannot recover those proofs."""
 

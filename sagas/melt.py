@@ -60,8 +60,7 @@ from nuts.errors import (
 )
 from nuts.invoices import InvoiceError, read_invoice
 from nuts.keysets import Keyset
-from nuts.models import MeltQuote, MeltQuoteState, ProofSpentState
-from nuts.models import Proof as WireProof
+from nuts.models import MeltQuote, MeltQuoteState, Proof, ProofSpentState
 from nuts.outputs import BLANK_AMOUNT, PreparedOutput, proof_y, unblind_outputs
 from sagas.engine import (
     Progress,
@@ -488,7 +487,7 @@ class _Reserved:
 
     op_id: uuid.UUID
     mint_url: str
-    inputs: list[WireProof]  # the reserved inputs of the prepared melt
+    inputs: list[Proof]  # the reserved inputs of the prepared melt
     keysets: dict[str, Keyset]
 
 
@@ -615,14 +614,14 @@ class _MeltRequest:
     mint_url: str
     quote_id: str
     method: str
-    inputs: list[WireProof]
+    inputs: list[Proof]
     blanks: list[PreparedOutput]
     keysets: dict[str, Keyset] | None
     planned_input: int  # the value the change blanks were planned for (melt_input)
 
     @classmethod
     def of(
-        cls, op: Operation, inputs: list[WireProof], keysets: dict[str, Keyset] | None
+        cls, op: Operation, inputs: list[Proof], keysets: dict[str, Keyset] | None
     ) -> _MeltRequest:
         blanks = stored_outputs(op.data, "blanks")
         return cls(
@@ -756,7 +755,7 @@ def exact_melt_input(needed: int, ppk: int) -> int:
 
 
 def _preflight(
-    ctx: SagaContext, op_id: uuid.UUID, mint_url: str, inputs: list[WireProof]
+    ctx: SagaContext, op_id: uuid.UUID, mint_url: str, inputs: list[Proof]
 ) -> dict[str, Any] | None:
     """Reconcile the inputs with the mint before any money moves; None when clear."""
     try:
@@ -912,7 +911,7 @@ def _finalize(
 
 
 def _finalize_or_hold(
-    session: Session, op: Operation, quote: MeltQuote, change: list[WireProof]
+    session: Session, op: Operation, quote: MeltQuote, change: list[Proof]
 ) -> dict[str, Any]:
     """Finalize with the change; a cost the books cannot explain keeps it open instead."""
     try:
@@ -923,7 +922,7 @@ def _finalize_or_hold(
 
 
 def _store_change_and_finalize(
-    session: Session, op: Operation, quote: MeltQuote, change: list[WireProof]
+    session: Session, op: Operation, quote: MeltQuote, change: list[Proof]
 ) -> dict[str, Any]:
     change_amount = sum(p.amount for p in change)
     kept = keep_amount(op.data)

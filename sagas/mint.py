@@ -37,10 +37,10 @@ from nuts.errors import (
     MintRejectedError,
     OutputsAlreadySignedError,
     QuoteAlreadyIssuedError,
+    QuoteExpiredError,
     QuoteNotPaidError,
     QuotePendingError,
 )
-from nuts.errors import QuoteExpiredError as MintQuoteExpiredError
 from nuts.keysets import Keyset
 from nuts.models import BlindSignature, MintQuote, MintQuoteState
 from nuts.outputs import PreparedOutput, derive_outputs, unblind_outputs
@@ -65,8 +65,8 @@ from sagas.errors import (
     InvalidStateError,
     MintSignatureInvalidError,
     ProofsNotRecoveredError,
-    QuoteExpiredError,
     QuoteIssuedElsewhereError,
+    Severity,
     UnsupportedMethodError,
 )
 from sagas.proofs import split_for_wallet, store_operation_proofs
@@ -74,6 +74,9 @@ from sagas.recovery import register_rule
 from sagas.registry import active_keyset, load_keysets, require_trusted_mint, trusted_keysets
 
 KIND = "mint"
+QUOTE_EXPIRED_SEVERITY = Severity.LOW
+"""A mint whose quote expired unpaid fails LOW, the caller's to ask again; left to the
+engine, a mint's answer would be HIGH (a melt's expired quote is)."""
 
 
 class MintState(StrEnum):
@@ -290,7 +293,8 @@ def _settle_from_quote(
                 session,
                 op,
                 MintState.FAILED,
-                error=QuoteExpiredError(f"quote {quote.quote} expired unpaid"),
+                error=QuoteExpiredError.past_expiry(quote.quote),
+                severity=QUOTE_EXPIRED_SEVERITY,
             )
         elif op.state == MintState.EXECUTING:
             transition(session, op, MintState.PENDING, clear_error=False)
@@ -354,8 +358,8 @@ def _issue(ctx: SagaContext, request: _MintRequest) -> dict[str, Any]:
         return _restore_issued(ctx, op_id)
     except QuoteNotPaidError:
         return _back_to_pending(ctx, op_id)
-    except MintQuoteExpiredError as exc:
-        return _fail(ctx, op_id, QuoteExpiredError(str(exc)))
+    except QuoteExpiredError as exc:
+        return _fail(ctx, op_id, exc, QUOTE_EXPIRED_SEVERITY)
     except (KeysetInactiveError, MintKeysetUnknownError) as exc:
         # The keyset rotated under us: nothing was issued, derive fresh outputs next time.
         return _back_to_pending(ctx, op_id, drop_outputs=True, error=exc)
@@ -450,11 +454,13 @@ def _back_to_pending(
         return operation_view(op)
 
 
-def _fail(ctx: SagaContext, op_id: uuid.UUID, error: Exception) -> dict[str, Any]:
+def _fail(
+    ctx: SagaContext, op_id: uuid.UUID, error: Exception, severity: Severity
+) -> dict[str, Any]:
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state not in SPEC.terminal:
-            transition(session, op, MintState.FAILED, error=error)
+            transition(session, op, MintState.FAILED, error=error, severity=severity)
         return operation_view(op)
 
 

@@ -34,11 +34,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.amounts import select_proofs, split_to_fill
 from nuts.errors import InsufficientFundsError
-from nuts.models import Proof as WireProof
-from nuts.models import ProofDLEQ
+from nuts.models import Proof, ProofDLEQ
 from nuts.outputs import proof_y
 from sagas.errors import InsufficientBalanceError
 
@@ -46,7 +45,7 @@ RESERVE_ATTEMPTS = 8
 RESERVATION_TURN = select(
     func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key", type_=String), 0))
 )
-PROOFS = cast(Table, Proof.__table__)
+PROOFS = cast(Table, StoredProof.__table__)
 
 # The statements of every operation's hot path are built once, as the engine's are: building
 # one costs more Python than Postgres takes to run it. Executed on the session's connection,
@@ -103,7 +102,7 @@ class Candidate:
 
 def store_proofs(
     session: Session,
-    proofs: Iterable[WireProof],
+    proofs: Iterable[Proof],
     *,
     wallet: str,
     mint_url: str,
@@ -139,7 +138,7 @@ def store_proofs(
 def store_operation_proofs(
     session: Session,
     op: Operation,
-    proofs: Iterable[WireProof],
+    proofs: Iterable[Proof],
     *,
     state: ProofState = ProofState.UNSPENT,
     used_by: uuid.UUID | None = None,
@@ -157,8 +156,8 @@ def store_operation_proofs(
     )
 
 
-def to_wire(row: Proof | Row[Any]) -> WireProof:
-    return WireProof(
+def to_wire(row: StoredProof | Row[Any]) -> Proof:
+    return Proof(
         id=row.keyset_id,
         amount=row.amount,
         secret=row.secret,
@@ -176,16 +175,18 @@ MAX_PER_DENOMINATION = 256
 def _spendable_where() -> tuple[ColumnElement[bool], ...]:
     """A wallet's spendable proofs at a mint, in one unit (the statements' parameters)."""
     return (
-        Proof.wallet == bindparam("wallet"),
-        Proof.mint_url == bindparam("mint_url"),
-        Proof.unit == bindparam("unit"),
-        Proof.state == ProofState.UNSPENT,
+        StoredProof.wallet == bindparam("wallet"),
+        StoredProof.mint_url == bindparam("mint_url"),
+        StoredProof.unit == bindparam("unit"),
+        StoredProof.state == ProofState.UNSPENT,
     )
 
 
-_ALL_SPENDABLE = select(Proof.id, Proof.amount, Proof.keyset_id).where(*_spendable_where())
+_ALL_SPENDABLE = select(StoredProof.id, StoredProof.amount, StoredProof.keyset_id).where(
+    *_spendable_where()
+)
 # The largest amount the wallet holds: one step down ix_proofs_selection.
-_LARGEST_SPENDABLE = select(func.max(Proof.amount)).where(*_spendable_where())
+_LARGEST_SPENDABLE = select(func.max(StoredProof.amount)).where(*_spendable_where())
 
 
 @lru_cache(maxsize=AMOUNT_BITS)
@@ -198,8 +199,8 @@ def _candidates_per_amount(bits: int) -> CompoundSelect:
     whole wallet instead. Built once per number of amounts."""
     return union_all(
         *(
-            select(Proof.id, Proof.amount, Proof.keyset_id)
-            .where(*_spendable_where(), Proof.amount == literal(1 << bit, BigInteger))
+            select(StoredProof.id, StoredProof.amount, StoredProof.keyset_id)
+            .where(*_spendable_where(), StoredProof.amount == literal(1 << bit, BigInteger))
             .limit(bindparam(f"cap_{bit}", type_=Integer))
             for bit in range(bits)
         )
@@ -275,7 +276,7 @@ def select_and_reserve(
     include_fees: bool = True,
     exact_without_fees: bool = False,
     choose: Callable[[list[Candidate]], list[Candidate]] | None = None,
-) -> list[WireProof]:
+) -> list[Proof]:
     """Choose proofs covering `amount` (plus their input fee) and reserve them for the operation.
 
     With exact_without_fees, proofs adding up to exactly `amount` are taken when
@@ -323,10 +324,10 @@ def release_proofs(session: Session, operation_id: uuid.UUID) -> int:
     Only after a definitive answer from the mint (docs/design.md rule 4).
     """
     released = session.execute(
-        update(Proof)
+        update(StoredProof)
         .where(
-            Proof.used_by == operation_id,
-            Proof.state.in_([ProofState.RESERVED, ProofState.PENDING]),
+            StoredProof.used_by == operation_id,
+            StoredProof.state.in_([ProofState.RESERVED, ProofState.PENDING]),
         )
         .values(state=ProofState.UNSPENT, used_by=None)
     )
@@ -345,9 +346,11 @@ def set_proof_state(
     return session.connection().execute(SET_PROOF_STATE_OF_YS, {**values, "ys": list(ys)}).rowcount
 
 
-def proofs_of_operation(session: Session, operation_id: uuid.UUID) -> list[Proof]:
+def proofs_of_operation(session: Session, operation_id: uuid.UUID) -> list[StoredProof]:
     return list(
-        session.scalars(select(Proof).where(Proof.used_by == operation_id).order_by(Proof.id))
+        session.scalars(
+            select(StoredProof).where(StoredProof.used_by == operation_id).order_by(StoredProof.id)
+        )
     )
 
 
@@ -356,12 +359,18 @@ def balance(
 ) -> dict:
     """Spendable, reserved and pending sums, in total and per mint."""
     stmt = (
-        select(Proof.mint_url, Proof.state, func.coalesce(func.sum(Proof.amount), 0))
-        .where(Proof.wallet == wallet, Proof.unit == unit, Proof.state != ProofState.SPENT)
-        .group_by(Proof.mint_url, Proof.state)
+        select(
+            StoredProof.mint_url, StoredProof.state, func.coalesce(func.sum(StoredProof.amount), 0)
+        )
+        .where(
+            StoredProof.wallet == wallet,
+            StoredProof.unit == unit,
+            StoredProof.state != ProofState.SPENT,
+        )
+        .group_by(StoredProof.mint_url, StoredProof.state)
     )
     if mint_url is not None:
-        stmt = stmt.where(Proof.mint_url == mint_url)
+        stmt = stmt.where(StoredProof.mint_url == mint_url)
     by_mint: dict[str, dict[str, int]] = {}
     for url, state, total in session.execute(stmt):
         entry = by_mint.setdefault(url, {"spendable": 0, "reserved": 0, "pending": 0, "total": 0})

@@ -30,8 +30,7 @@ from models import Operation
 from nuts.amounts import input_fee
 from nuts.errors import InvalidTokenError, KeysetError, MintAmbiguousError, MintRejectedError
 from nuts.keysets import Keyset
-from nuts.models import Proof as WireProof
-from nuts.models import ProofSpentState
+from nuts.models import Proof, ProofSpentState
 from nuts.outputs import MAX_PROOFS_PER_REQUEST, proof_defect, proof_y
 from nuts.p2pk import P2PKConditions, SpendingConditionError, parse_secret, sign_p2pk_inputs
 from nuts.secrets import wallet_p2pk_key
@@ -373,7 +372,7 @@ def _short(token: Token) -> list[str]:
     return [kid[:16] for kid in token.keyset_ids]
 
 
-def _check_locks(ctx: SagaContext, wallet: str, proofs: list[WireProof]) -> None:
+def _check_locks(ctx: SagaContext, wallet: str, proofs: list[Proof]) -> None:
     ours = wallet_p2pk_key(ctx.wallet_seed(wallet)).public_key.format().hex()[2:]
     for proof in proofs:
         try:
@@ -392,8 +391,8 @@ def _check_locks(ctx: SagaContext, wallet: str, proofs: list[WireProof]) -> None
             raise TokenLockedError("the token is locked to a key this wallet does not hold")
 
 
-def _signed_inputs(ctx: SagaContext, op: Operation) -> list[WireProof]:
-    inputs = [WireProof.model_validate(p) for p in op.data["inputs"]]
+def _signed_inputs(ctx: SagaContext, op: Operation) -> list[Proof]:
+    inputs = [Proof.model_validate(p) for p in op.data["inputs"]]
     if any(parse_secret(p.secret) is not None for p in inputs):
         inputs = sign_p2pk_inputs(inputs, wallet_p2pk_key(ctx.wallet_seed(op.wallet)))
     return inputs

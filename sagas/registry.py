@@ -16,8 +16,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Keyset as KeysetRow
-from models import Mint, Operation, Proof, ProofState
+from models import Mint, Operation, ProofState, StoredKeyset, StoredProof
 from nuts.client import normalize_mint_url
 from nuts.errors import CashuError
 from nuts.keysets import Keyset, fetch_keysets
@@ -31,7 +30,7 @@ from sagas.errors import (
 )
 
 
-def mint_view(mint: Mint, keysets: list[KeysetRow]) -> dict[str, Any]:
+def mint_view(mint: Mint, keysets: list[StoredKeyset]) -> dict[str, Any]:
     return {
         "url": mint.url,
         "trusted": mint.trusted,
@@ -83,7 +82,7 @@ def _store_keysets(session: Session, url: str, keysets: dict[str, Keyset]) -> No
             "final_expiry": keyset.final_expiry,
         }
         session.execute(
-            insert(KeysetRow)
+            insert(StoredKeyset)
             .values(
                 mint_url=url,
                 id=keyset.id,
@@ -95,8 +94,10 @@ def _store_keysets(session: Session, url: str, keysets: dict[str, Keyset]) -> No
     # A keyset the mint no longer lists is not one to make new outputs for (a rotation,
     # another mint now at this URL): kept, for the proofs of it we may hold, but inactive.
     session.execute(
-        update(KeysetRow)
-        .where(KeysetRow.mint_url == url, KeysetRow.id.not_in(list(keysets)), KeysetRow.active)
+        update(StoredKeyset)
+        .where(
+            StoredKeyset.mint_url == url, StoredKeyset.id.not_in(list(keysets)), StoredKeyset.active
+        )
         .values(active=False)
     )
 
@@ -142,7 +143,7 @@ def get_mint(session: Session, url: str) -> dict:
     mint = session.get(Mint, url)
     if mint is None:
         raise UnknownMintError(f"mint {url} is not registered")
-    keysets = list(session.scalars(select(KeysetRow).where(KeysetRow.mint_url == url)))
+    keysets = list(session.scalars(select(StoredKeyset).where(StoredKeyset.mint_url == url)))
     return mint_view(mint, keysets)
 
 
@@ -171,8 +172,8 @@ def remove_mint(session: Session, url: str) -> dict:
     if mint is None:
         raise UnknownMintError(f"mint {url} is not registered")
     held = session.scalar(
-        select(func.coalesce(func.sum(Proof.amount), 0)).where(
-            Proof.mint_url == url, Proof.state != ProofState.SPENT
+        select(func.coalesce(func.sum(StoredProof.amount), 0)).where(
+            StoredProof.mint_url == url, StoredProof.state != ProofState.SPENT
         )
     )
     open_ops = session.scalar(
@@ -189,7 +190,7 @@ def remove_mint(session: Session, url: str) -> dict:
             "operation(s): settle them, or untrust the mint to keep it on the books"
         )
     view = get_mint(session, url)
-    session.execute(delete(KeysetRow).where(KeysetRow.mint_url == url))
+    session.execute(delete(StoredKeyset).where(StoredKeyset.mint_url == url))
     session.delete(mint)
     session.flush()
     return view
@@ -221,19 +222,19 @@ def _check_trust(url: str, trusted: bool | None) -> None:
 _parsed: dict[tuple[str, str], Keyset] = {}
 _parsed_lock = threading.Lock()
 _KEYSET_COLUMNS = (
-    KeysetRow.id,
-    KeysetRow.unit,
-    KeysetRow.active,
-    KeysetRow.input_fee_ppk,
-    KeysetRow.final_expiry,
+    StoredKeyset.id,
+    StoredKeyset.unit,
+    StoredKeyset.active,
+    StoredKeyset.input_fee_ppk,
+    StoredKeyset.final_expiry,
 )
 # Built once: every step that talks to a mint runs them.
 _TRUSTED_WITH_KEYSETS = (
     select(Mint.trusted, *_KEYSET_COLUMNS)
-    .outerjoin(KeysetRow, KeysetRow.mint_url == Mint.url)
+    .outerjoin(StoredKeyset, StoredKeyset.mint_url == Mint.url)
     .where(Mint.url == bindparam("url"))
 )
-_KEYSETS_OF_MINT = select(*_KEYSET_COLUMNS).where(KeysetRow.mint_url == bindparam("url"))
+_KEYSETS_OF_MINT = select(*_KEYSET_COLUMNS).where(StoredKeyset.mint_url == bindparam("url"))
 
 
 def load_keysets(session: Session, url: str) -> dict[str, Keyset]:
@@ -252,7 +253,9 @@ def _keysets(session: Session, url: str, rows: Sequence[Any]) -> dict[str, Keyse
             cached = _parsed.get((url, row.id))
         if cached is None:
             keys = session.scalar(
-                select(KeysetRow.keys).where(KeysetRow.mint_url == url, KeysetRow.id == row.id)
+                select(StoredKeyset.keys).where(
+                    StoredKeyset.mint_url == url, StoredKeyset.id == row.id
+                )
             )
             cached = Keyset.from_wire(
                 KeysetKeys(id=row.id, unit=row.unit, keys=keys, final_expiry=row.final_expiry),

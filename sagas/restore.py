@@ -22,11 +22,10 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.client import MintClient, normalize_mint_url
 from nuts.errors import CashuError, InvalidTokenError
-from nuts.models import Proof as WireProof
-from nuts.models import ProofSpentState
+from nuts.models import Proof, ProofSpentState
 from nuts.outputs import MAX_PROOFS_PER_REQUEST, derive_outputs, proof_y
 from nuts.tokens import Token, decode_token
 from sagas import melt as melt_saga
@@ -66,7 +65,7 @@ def restore_wallet(
     with ctx.uow() as session:
         keysets = load_keysets(session, mint_url)
     seed = ctx.wallet_seed(wallet)
-    found: list[WireProof] = []
+    found: list[Proof] = []
     counters: dict[str, int] = {}
     for keyset in keysets.values():
         counter, empty, next_unused = 0, 0, 0
@@ -89,7 +88,9 @@ def restore_wallet(
     with ctx.uow() as session:
         known = set(
             session.scalars(
-                select(Proof.secret).where(Proof.secret.in_([p.secret for p in unspent]))
+                select(StoredProof.secret).where(
+                    StoredProof.secret.in_([p.secret for p in unspent])
+                )
             )
         )
         new = [p for p in unspent if p.secret not in known]
@@ -148,18 +149,20 @@ def check_proofs(
         if outside is not None and normalize_mint_url(outside.mint) != mint_url:
             raise InvalidTokenError(f"the token is of mint {outside.mint}, not of {mint_url}")
         outside_ys = {proof_y(p): p for p in outside.proofs} if outside is not None else {}
-        mine = (Proof.wallet == wallet, Proof.mint_url == mint_url)
-        rows = session.execute(select(*_CHECKED).where(*mine, Proof.state != ProofState.SPENT))
+        mine = (StoredProof.wallet == wallet, StoredProof.mint_url == mint_url)
+        rows = session.execute(
+            select(*_CHECKED).where(*mine, StoredProof.state != ProofState.SPENT)
+        )
         by_id = {row.id: row for row in rows}
         spent = session.execute(
             select(*_CHECKED)
-            .where(*mine, Proof.state == ProofState.SPENT)
-            .order_by(Proof.updated_at.desc(), Proof.id.desc())
+            .where(*mine, StoredProof.state == ProofState.SPENT)
+            .order_by(StoredProof.updated_at.desc(), StoredProof.id.desc())
             .limit(spent_window)
         ).all()
         by_id.update((row.id, row) for row in spent)
         if outside_ys:
-            named = select(*_CHECKED).where(*mine, Proof.y.in_(list(outside_ys)))
+            named = select(*_CHECKED).where(*mine, StoredProof.y.in_(list(outside_ys)))
             by_id.update((row.id, row) for row in session.execute(named))
         owners = {o for row in by_id.values() for o in (row.used_by, row.spent_by) if o}
         ops = {
@@ -210,13 +213,13 @@ def check_proofs(
 
 # What check_proofs reads of a proof (never its secret: only whether it is a NUT-10 one).
 _CHECKED = (
-    Proof.id,
-    Proof.y,
-    Proof.state,
-    Proof.used_by,
-    Proof.spent_by,
-    Proof.amount,
-    Proof.secret.startswith("[").label("conditioned"),
+    StoredProof.id,
+    StoredProof.y,
+    StoredProof.state,
+    StoredProof.used_by,
+    StoredProof.spent_by,
+    StoredProof.amount,
+    StoredProof.secret.startswith("[").label("conditioned"),
 )
 
 
@@ -270,8 +273,8 @@ def _correct(
             corrections["DB_UNSPENT_MINT_SPENT"] = (
                 session.connection()
                 .execute(
-                    update(Proof)
-                    .where(Proof.id.in_(gone), Proof.state == ProofState.UNSPENT)
+                    update(StoredProof)
+                    .where(StoredProof.id.in_(gone), StoredProof.state == ProofState.UNSPENT)
                     .values(state=ProofState.SPENT)
                 )
                 .rowcount
@@ -281,8 +284,8 @@ def _correct(
             corrections["DB_SPENT_MINT_UNSPENT"] = (
                 session.connection()
                 .execute(
-                    update(Proof)
-                    .where(Proof.id.in_(back), Proof.state == ProofState.SPENT)
+                    update(StoredProof)
+                    .where(StoredProof.id.in_(back), StoredProof.state == ProofState.SPENT)
                     .values(state=ProofState.UNSPENT, used_by=None, spent_by=None)
                 )
                 .rowcount
@@ -294,7 +297,8 @@ def _correct(
             corrections["DB_PENDING_MINT_SPENT"] = (
                 session.scalar(
                     select(func.count()).where(
-                        Proof.id.in_([row.id for row in pending]), Proof.state == ProofState.SPENT
+                        StoredProof.id.in_([row.id for row in pending]),
+                        StoredProof.state == ProofState.SPENT,
                     )
                 )
                 or 0

@@ -29,12 +29,11 @@ from coincurve import PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.amounts import fee_for_ppks, input_fee, split_amount
 from nuts.errors import MintAmbiguousError, MintRejectedError
 from nuts.keysets import Keyset
-from nuts.models import Proof as WireProof
-from nuts.models import ProofSpentState
+from nuts.models import Proof, ProofSpentState
 from nuts.p2pk import sign_p2pk_inputs
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import Token, encode_token_v3, encode_token_v4
@@ -295,8 +294,8 @@ def watch_pending_sends(ctx: SagaContext, *, limit: int = 1000, batch: int = 100
     with ctx.uow() as session:
         op_ids = [c.id for c in claim_operations(session, KIND, SendState.PENDING, limit=limit)]
         rows = session.execute(
-            select(Proof.used_by, Proof.mint_url, Proof.y).where(
-                Proof.used_by.in_(op_ids), Proof.state == ProofState.PENDING
+            select(StoredProof.used_by, StoredProof.mint_url, StoredProof.y).where(
+                StoredProof.used_by.in_(op_ids), StoredProof.state == ProofState.PENDING
             )
         ).all()
     ys_by_mint: dict[str, list[str]] = {}
@@ -533,7 +532,7 @@ def _plan_reclaim(
     )
 
 
-def _signed_for_reclaim(ctx: SagaContext, op: Operation, rows: list[Proof]) -> list[WireProof]:
+def _signed_for_reclaim(ctx: SagaContext, op: Operation, rows: list[StoredProof]) -> list[Proof]:
     """The sent proofs as swap inputs, signed when they are locked to our own key."""
     sent = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
     if op.data.get("p2pk_pubkey"):

@@ -44,8 +44,7 @@ from nuts.errors import (
     ProofsPendingError,
 )
 from nuts.keysets import Keyset
-from nuts.models import Proof as WireProof
-from nuts.models import ProofSpentState
+from nuts.models import Proof, ProofSpentState
 from nuts.outputs import PreparedOutput, derive_outputs, proof_y, unblind_outputs
 from nuts.p2pk import p2pk_secret
 from sagas.counters import allocate_counters
@@ -62,7 +61,7 @@ class SwapResult(StrEnum):
 @dataclass
 class SwapOutcome:
     result: SwapResult
-    proofs: list[WireProof] = field(default_factory=list)  # in the order of the outputs
+    proofs: list[Proof] = field(default_factory=list)  # in the order of the outputs
     error: Exception | None = None
 
 
@@ -125,7 +124,7 @@ class SwapRequest:
 
     op_id: uuid.UUID
     mint_url: str
-    inputs: list[WireProof]
+    inputs: list[Proof]
     outputs: dict[str, list[PreparedOutput]]  # by purpose, in the order they are sent
     keysets: dict[str, Keyset]
 
@@ -135,7 +134,7 @@ class SwapRequest:
     def of(
         cls,
         op: Any,
-        inputs: list[WireProof],
+        inputs: list[Proof],
         keysets: dict[str, Keyset],
         purposes: Sequence[str],
         *,
@@ -152,7 +151,7 @@ class SwapRequest:
 
 def settle_swap(
     client: MintClient,
-    inputs: Sequence[WireProof],
+    inputs: Sequence[Proof],
     outputs: Sequence[PreparedOutput],
     keysets: dict[str, Keyset],
     first_attempt: bool = False,
@@ -191,7 +190,7 @@ def raise_if_never_sent(outcome: SwapOutcome) -> None:
 
 def restore_signed(
     client: MintClient, outputs: Sequence[PreparedOutput], keysets: dict[str, Keyset]
-) -> list[WireProof]:
+) -> list[Proof]:
     """Proofs for those of our outputs the mint has signed (NUT-09), in our order."""
     restored = client.restore([o.blinded_message for o in outputs])
     signature_of = {m.B_: s for m, s in zip(restored.outputs, restored.signatures, strict=False)}
@@ -201,19 +200,19 @@ def restore_signed(
 
 def restore_outputs(
     client: MintClient, outputs: Sequence[PreparedOutput], keysets: dict[str, Keyset]
-) -> list[WireProof] | None:
+) -> list[Proof] | None:
     """Our outputs' signatures from the mint, all of them, or None."""
     proofs = restore_signed(client, outputs, keysets)
     return proofs if outputs and len(proofs) == len(outputs) else None
 
 
-def inputs_state(client: MintClient, inputs: Sequence[WireProof]) -> set[ProofSpentState]:
+def inputs_state(client: MintClient, inputs: Sequence[Proof]) -> set[ProofSpentState]:
     return {s.state for s in client.checkstate([proof_y(p) for p in inputs])}
 
 
 def _settle_refusal_without_code(
     client: MintClient,
-    inputs: Sequence[WireProof],
+    inputs: Sequence[Proof],
     outputs: Sequence[PreparedOutput],
     keysets: dict[str, Keyset],
     exc: MintRefusedWithoutCodeError,
@@ -234,7 +233,7 @@ def _settle_refusal_without_code(
 
 def _restore_or_classify(
     client: MintClient,
-    inputs: Sequence[WireProof],
+    inputs: Sequence[Proof],
     outputs: Sequence[PreparedOutput],
     keysets: dict[str, Keyset],
     exc: MintRejectedError,

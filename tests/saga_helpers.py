@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.client import MintClient
 from nuts.models import ProofSpentState
 from sagas import mint as mint_saga
@@ -71,7 +71,9 @@ def mint_states_of_unspent(ctx: SagaContext, wallet: str, url: str) -> set[Proof
     """The mint's view (checkstate) of every proof we hold as unspent."""
     with ctx.uow() as session:
         ys = session.scalars(
-            select(Proof.y).where(Proof.wallet == wallet, Proof.state == ProofState.UNSPENT)
+            select(StoredProof.y).where(
+                StoredProof.wallet == wallet, StoredProof.state == ProofState.UNSPENT
+            )
         ).all()
     return {s.state for s in ctx.mint_client(url).checkstate(list(ys))}
 

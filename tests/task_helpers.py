@@ -17,7 +17,7 @@ from celery import Celery
 from slow_proxy import SlowProxy
 from sqlalchemy import select
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.client import MintClient
 from nuts.models import ProofSpentState
 from sagas.engine import SagaContext
@@ -154,11 +154,11 @@ def op_data(ctx: SagaContext, operation_id: str) -> dict:
 
 
 def mint_states(ctx: SagaContext, mint_url: str, **where: object) -> dict[str, ProofSpentState]:
-    """What the mint says of the proofs matching `where` (Proof columns), by Y."""
+    """What the mint says of the proofs matching `where` (StoredProof columns), by Y."""
     with ctx.uow() as session:
-        stmt = select(Proof.y)
+        stmt = select(StoredProof.y)
         for column, value in where.items():
-            stmt = stmt.where(getattr(Proof, column) == value)
+            stmt = stmt.where(getattr(StoredProof, column) == value)
         ys = list(session.scalars(stmt))
     assert ys, where
     with MintClient(mint_url) as mint:
@@ -170,7 +170,9 @@ def assert_mint_agrees(ctx: SagaContext, mint_url: str, wallet: str) -> None:
     for state in (ProofState.UNSPENT, ProofState.RESERVED, ProofState.PENDING):
         with ctx.uow() as session:
             held = session.scalar(
-                select(Proof.id).where(Proof.wallet == wallet, Proof.state == state).limit(1)
+                select(StoredProof.id)
+                .where(StoredProof.wallet == wallet, StoredProof.state == state)
+                .limit(1)
             )
         if held is not None:
             states = mint_states(ctx, mint_url, wallet=wallet, state=state)

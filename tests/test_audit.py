@@ -13,7 +13,7 @@ from saga_helpers import bal, fund, register_mint
 from sqlalchemy import select
 from task_helpers import new_wallet_name
 
-from models import Proof
+from models import StoredProof
 from sagas import melt as melt_saga
 from sagas import send as send_saga
 from sagas.engine import SagaContext
@@ -36,7 +36,9 @@ def trail(ctx: SagaContext, operation_id: str) -> list[dict]:
 
 def secrets_of(ctx: SagaContext, wallet: str) -> set[str]:
     with ctx.uow() as session:
-        rows = session.execute(select(Proof.secret, Proof.C).where(Proof.wallet == wallet))
+        rows = session.execute(
+            select(StoredProof.secret, StoredProof.C).where(StoredProof.wallet == wallet)
+        )
         return {value for row in rows for value in row}
 
 

@@ -129,7 +129,6 @@ def test_every_worker_error_has_its_class_and_code() -> None:
     assert issubclass(client_errors.QuoteNotPaidError, MintRejectedError)
     assert issubclass(client_errors.MintTimeoutError, client_errors.MintAmbiguousError)
     assert issubclass(client_errors.StaleOperationError, client_errors.InvalidStateError)
-    assert issubclass(client_errors.QuoteExpiredError, SagaError)  # both workers' classes
     assert issubclass(client_errors.QuoteExpiredError, MintRejectedError)
     assert InsufficientBalanceError.code == "INSUFFICIENT_BALANCE"
     assert issubclass(TaskTimeoutError, TimeoutError) and TaskTimeoutError.code == "TASK_TIMEOUT"

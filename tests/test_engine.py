@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Event, Operation, Proof, ProofState
-from nuts.models import Proof as WireProof
+from models import Event, Operation, ProofState, StoredProof
+from nuts.models import Proof
 from nuts.outputs import proof_y
 from sagas import mint as mint_saga  # noqa: F401  (registers the mint SagaSpec)
 from sagas.counters import allocate_counters, next_counter, raise_counter_to
@@ -70,7 +70,7 @@ def new_operation(ctx: SagaContext, wallet: str, state: str = "pending") -> uuid
 
 def reserve(
     session: Session, wallet: str, op_id: uuid.UUID, amount: int, fees: dict[str, int]
-) -> list[WireProof]:
+) -> list[Proof]:
     return select_and_reserve(
         session,
         wallet=wallet,
@@ -82,10 +82,9 @@ def reserve(
     )
 
 
-def fake_proofs(amounts: list[int]) -> list[WireProof]:
+def fake_proofs(amounts: list[int]) -> list[Proof]:
     return [
-        WireProof(id=KEYSET, amount=a, secret=os.urandom(16).hex(), C="02" + "11" * 32)
-        for a in amounts
+        Proof(id=KEYSET, amount=a, secret=os.urandom(16).hex(), C="02" + "11" * 32) for a in amounts
     ]
 
 
@@ -244,13 +243,19 @@ def test_a_reservation_that_loses_one_row_takes_none_of_them(
     give_proofs(saga_context, wallet_id, [1, 2, 4])
     first, second = new_operation(saga_context, wallet_id), new_operation(saga_context, wallet_id)
     with saga_context.uow() as session:
-        by_amount = select(Proof.id).where(Proof.wallet == wallet_id).order_by(Proof.amount)
+        by_amount = (
+            select(StoredProof.id)
+            .where(StoredProof.wallet == wallet_id)
+            .order_by(StoredProof.amount)
+        )
         row_ids = list(session.scalars(by_amount))
         assert reserve_proofs(session, row_ids[:1], first) is not None
 
     with saga_context.uow() as session:
         assert reserve_proofs(session, row_ids, second) is None
-        held = session.execute(select(Proof.used_by).where(Proof.wallet == wallet_id)).scalars()
+        held = session.execute(
+            select(StoredProof.used_by).where(StoredProof.wallet == wallet_id)
+        ).scalars()
         assert sorted(str(h) for h in held) == sorted([str(first), "None", "None"])
 
     with saga_context.uow() as session:
@@ -283,7 +288,9 @@ def test_storing_proofs_again_adds_only_the_new_secrets(
             == 1
         )  # a re-run's proofs are left as they are
         assert balance(session, wallet_id)["spendable"] == 7
-        stored = session.execute(select(Proof.secret, Proof.y).where(Proof.wallet == wallet_id))
+        stored = session.execute(
+            select(StoredProof.secret, StoredProof.y).where(StoredProof.wallet == wallet_id)
+        )
         assert dict(stored.all()) == {p.secret: proof_y(p) for p in proofs}
 
 
@@ -300,7 +307,9 @@ def test_set_proof_state_with_ys_moves_only_those_inputs(
 
     with saga_context.uow() as session:
         rows = session.execute(
-            select(Proof.amount, Proof.state, Proof.spent_by).where(Proof.wallet == wallet_id)
+            select(StoredProof.amount, StoredProof.state, StoredProof.spent_by).where(
+                StoredProof.wallet == wallet_id
+            )
         )
         assert sorted(tuple(row) for row in rows) == [
             (1, ProofState.PENDING, None),
@@ -334,9 +343,9 @@ def test_concurrent_reservations_never_share_a_proof(
     assert results == [3] * 12, results
     with saga_context.uow() as session:
         holders = session.execute(
-            select(Proof.used_by, func.count())
-            .where(Proof.wallet == wallet_id, Proof.state == ProofState.RESERVED)
-            .group_by(Proof.used_by)
+            select(StoredProof.used_by, func.count())
+            .where(StoredProof.wallet == wallet_id, StoredProof.state == ProofState.RESERVED)
+            .group_by(StoredProof.used_by)
         ).all()
         assert all(count == 3 for _, count in holders)
         assert len(holders) == 12

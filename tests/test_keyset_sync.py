@@ -11,7 +11,7 @@ from saga_helpers import asking_outside_transactions, bal, fund, register_mint
 from sqlalchemy import select
 from task_helpers import new_wallet_name
 
-from models import Keyset
+from models import StoredKeyset
 from sagas import registry
 from sagas.engine import SagaContext
 
@@ -20,7 +20,9 @@ pytestmark = pytest.mark.mint
 
 def keysets_at(ctx: SagaContext, url: str) -> dict[str, bool]:
     with ctx.uow() as session:
-        rows = session.execute(select(Keyset.id, Keyset.active).where(Keyset.mint_url == url))
+        rows = session.execute(
+            select(StoredKeyset.id, StoredKeyset.active).where(StoredKeyset.mint_url == url)
+        )
         return {row.id: row.active for row in rows}
 
 

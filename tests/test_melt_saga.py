@@ -30,11 +30,10 @@ from saga_helpers import (
 )
 from sqlalchemy import func, select
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.client import MintClient
 from nuts.errors import MintRejectedError, MintServerError, MintUnreachableError
-from nuts.models import MeltQuote, MeltQuoteState
-from nuts.models import Proof as WireProof
+from nuts.models import MeltQuote, MeltQuoteState, Proof
 from sagas import melt as melt_saga
 from sagas import registry
 from sagas.engine import SagaContext
@@ -99,8 +98,8 @@ def change_stored(ctx: SagaContext, op_id: str) -> int:
         op = session.get(Operation, op_id)
         assert op is not None
         created = session.scalar(
-            select(func.coalesce(func.sum(Proof.amount), 0)).where(
-                Proof.created_by == op_id, Proof.state == ProofState.UNSPENT
+            select(func.coalesce(func.sum(StoredProof.amount), 0)).where(
+                StoredProof.created_by == op_id, StoredProof.state == ProofState.UNSPENT
             )
         )
         data = op.data
@@ -431,7 +430,7 @@ def test_preflight_marks_inputs_spent_elsewhere_and_stops_with_a_high_error(
     fund(saga_context, wallet_id, mint_url, 128)
     op = melt_saga.prepare(saga_context, wallet_id, mint_url, make_invoice(100))
     with saga_context.uow() as session:
-        rows = session.scalars(select(Proof).where(Proof.used_by == op["id"])).all()
+        rows = session.scalars(select(StoredProof).where(StoredProof.used_by == op["id"])).all()
         stolen = [to_wire(r) for r in rows]
     swap_to(ProtocolWallet(saga_context.mint_client(mint_url)), stolen)  # spent behind our back
     untouched = 128 - sum(p.amount for p in stolen)
@@ -567,7 +566,7 @@ def test_a_paid_melt_whose_fee_would_come_out_negative_is_not_finalized() -> Non
         },
     )
     quote = MeltQuote(quote="q", amount=20, fee_reserve=2, state=MeltQuoteState.PAID)
-    change = [WireProof(id="00" * 8, amount=256, secret="s", C="02" + "11" * 32)] * 3
+    change = [Proof(id="00" * 8, amount=256, secret="s", C="02" + "11" * 32)] * 3
 
     with pytest.raises(MeltCostError):
         melt_saga._store_change_and_finalize(None, op, quote, change)  # type: ignore[arg-type]

@@ -271,6 +271,8 @@ def test_an_expired_unpaid_quote_fails_instead_of_polling_forever(
     result = mint_saga.refresh(saga_context, prepared["id"])
 
     assert result["state"] == "failed" and result["error"]["code"] == "QUOTE_EXPIRED"
+    assert result["error"]["severity"] == "LOW"
+    assert result["error"]["message"] == f"quote {prepared['quote_id']} expired unpaid"
     assert bal(saga_context, wallet_id)["total"] == 0
 
 

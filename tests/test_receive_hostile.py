@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from models import Operation
 from nuts.errors import CashuError, InvalidTokenError
-from nuts.models import Proof as WireProof
+from nuts.models import Proof
 from nuts.tokens import Token, decode_token, encode_token_v3, encode_token_v4
 from sagas import receive as receive_saga
 from sagas import registry
@@ -65,7 +65,7 @@ def a_crafted_token(ctx: SagaContext, url: str, **proof: object) -> str:
         keyset = next(iter(registry.load_keysets(session, url)))
     fields = {"id": keyset, "amount": 8, "secret": "ab" * 32}
     fields |= {"C": PrivateKey().public_key.format().hex()} | proof
-    return encode_token_v3(Token(mint=url, unit="sat", proofs=[WireProof(**fields)]))
+    return encode_token_v3(Token(mint=url, unit="sat", proofs=[Proof(**fields)]))
 
 
 def operations_of(ctx: SagaContext, wallet: str) -> int:
@@ -229,7 +229,7 @@ def test_a_token_for_an_unregistered_mint_is_refused_without_contacting_it(
         Token(
             mint=stranger,
             unit="sat",
-            proofs=[WireProof(id="00" * 8, amount=8, secret="ab" * 32, C="02" + "11" * 32)],
+            proofs=[Proof(id="00" * 8, amount=8, secret="ab" * 32, C="02" + "11" * 32)],
         )
     )
     watching = Watching()

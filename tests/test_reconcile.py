@@ -15,7 +15,7 @@ from protocol_wallet import ProtocolWallet, swap_to
 from saga_helpers import bal, fund, losing, mint_says_unspent, register_mint
 from sqlalchemy import func, select, update
 
-from models import Operation, Proof, ProofState
+from models import Operation, ProofState, StoredProof
 from nuts.amounts import input_fee
 from nuts.client import MintClient
 from nuts.errors import InvalidTokenError, MintRejectedError
@@ -40,11 +40,15 @@ def mint_url(saga_context: SagaContext, test_mint: RunningMint) -> str:
     return register_mint(saga_context, test_mint.url)
 
 
-def rows_of(ctx: SagaContext, wallet: str, **where: object) -> list[Proof]:
+def rows_of(ctx: SagaContext, wallet: str, **where: object) -> list[StoredProof]:
     with ctx.uow() as session:
-        stmt = select(Proof).where(Proof.wallet == wallet).order_by(Proof.amount.desc())
+        stmt = (
+            select(StoredProof)
+            .where(StoredProof.wallet == wallet)
+            .order_by(StoredProof.amount.desc())
+        )
         for column, value in where.items():
-            stmt = stmt.where(getattr(Proof, column) == value)
+            stmt = stmt.where(getattr(StoredProof, column) == value)
         rows = list(session.scalars(stmt))
         session.expunge_all()
         return rows
@@ -54,8 +58,8 @@ def mark_spent_in_our_books(ctx: SagaContext, row_ids: list[int], *, ago: timede
     """The discrepancy by hand: spent here, while the mint still has them unspent."""
     with ctx.uow() as session:
         session.execute(
-            update(Proof)
-            .where(Proof.id.in_(row_ids))
+            update(StoredProof)
+            .where(StoredProof.id.in_(row_ids))
             .values(state=ProofState.SPENT, updated_at=func.now() - ago)
         )
 

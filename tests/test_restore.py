@@ -9,7 +9,7 @@ from mint_harness import RunningMint
 from saga_helpers import bal, fund, mint_says_unspent, register_mint
 from sqlalchemy import delete, select, update
 
-from models import KeysetCounter, Operation, Proof, ProofState
+from models import KeysetCounter, Operation, ProofState, StoredProof
 from sagas import restore as restore_saga
 from sagas import send as send_saga
 from sagas.counters import next_counter
@@ -36,7 +36,7 @@ def counters_of(ctx: SagaContext, wallet: str) -> dict[str, int]:
 def wipe(ctx: SagaContext, wallet: str) -> None:
     """The disaster: every row this wallet had is gone."""
     with ctx.uow() as session:
-        session.execute(delete(Proof).where(Proof.wallet == wallet))
+        session.execute(delete(StoredProof).where(StoredProof.wallet == wallet))
         session.execute(delete(KeysetCounter).where(KeysetCounter.wallet == wallet))
         ops = select(Operation.id).where(Operation.wallet == wallet)
         from models import Event
@@ -116,7 +116,9 @@ def test_check_proofs_finds_and_corrects_a_proof_spent_behind_our_back(
     fund(saga_context, wallet_id, mint_url, 96)
     with saga_context.uow() as session:
         row = session.scalars(
-            select(Proof).where(Proof.wallet == wallet_id).order_by(Proof.amount.desc())
+            select(StoredProof)
+            .where(StoredProof.wallet == wallet_id)
+            .order_by(StoredProof.amount.desc())
         ).first()
         assert row is not None
         stolen = to_wire(row)
@@ -144,7 +146,9 @@ def test_check_proofs_of_a_consistent_wallet_reports_nothing(
 
     assert report["discrepancies"] == {} and report["checked"] >= 1
     with saga_context.uow() as session:
-        states = set(session.scalars(select(Proof.state).where(Proof.wallet == wallet_id)))
+        states = set(
+            session.scalars(select(StoredProof.state).where(StoredProof.wallet == wallet_id))
+        )
     assert states == {ProofState.UNSPENT}
     assert bal(saga_context, wallet_id)["spendable"] == 100
 

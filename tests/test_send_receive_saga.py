@@ -290,10 +290,10 @@ def _token_with(mint_url: str, keyset_id: str, amount: int) -> str:
     """A well-formed V4 token whose proof is wrong in content, not in form."""
     from coincurve import PrivateKey
 
-    from nuts.models import Proof as WireProof
+    from nuts.models import Proof
     from nuts.tokens import Token, encode_token_v4
 
-    proof = WireProof(
+    proof = Proof(
         id=keyset_id, amount=amount, secret="ab" * 32, C=PrivateKey().public_key.format().hex()
     )
     return encode_token_v4(Token(mint=mint_url, unit="sat", proofs=[proof]))

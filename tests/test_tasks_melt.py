@@ -39,7 +39,7 @@ from task_helpers import (
     wait_until,
 )
 
-from models import Proof, ProofState
+from models import ProofState, StoredProof
 from nuts.client import MintClient
 from nuts.models import MeltQuoteState, ProofSpentState
 from sagas.engine import SagaContext
@@ -82,8 +82,8 @@ def change_stored(ctx: SagaContext, op_id: str) -> int:
     """The change proofs the melt stored: proofs it created, minus a pre-swap's keep."""
     with ctx.uow() as session:
         created = session.scalar(
-            select(func.coalesce(func.sum(Proof.amount), 0)).where(
-                Proof.created_by == uuid.UUID(op_id), Proof.state == ProofState.UNSPENT
+            select(func.coalesce(func.sum(StoredProof.amount), 0)).where(
+                StoredProof.created_by == uuid.UUID(op_id), StoredProof.state == ProofState.UNSPENT
             )
         )
     return int(created) - keep_of(op_data(ctx, op_id))

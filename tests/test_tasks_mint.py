@@ -28,7 +28,7 @@ from task_helpers import (
     take_queued,
 )
 
-from models import Proof, ProofState
+from models import ProofState, StoredProof
 from nuts.client import MintClient
 from nuts.models import ProofSpentState
 from sagas.engine import SagaContext
@@ -40,7 +40,9 @@ REPO = Path(__file__).resolve().parent.parent
 def assert_mint_says_unspent(ctx: SagaContext, wallet: str, mint_url: str, amount: int) -> None:
     with ctx.uow() as session:
         rows = session.execute(
-            select(Proof.y, Proof.amount, Proof.state).where(Proof.wallet == wallet)
+            select(StoredProof.y, StoredProof.amount, StoredProof.state).where(
+                StoredProof.wallet == wallet
+            )
         ).all()
     assert sum(a for _, a, _ in rows) == amount
     assert {s for _, _, s in rows} == {ProofState.UNSPENT}

@@ -38,7 +38,7 @@ from task_helpers import (
     wait_until,
 )
 
-from models import Proof, ProofState
+from models import ProofState, StoredProof
 from nuts.models import ProofSpentState
 from nuts.secrets import wallet_p2pk_key
 from nuts.tokens import decode_token
@@ -506,7 +506,7 @@ def test_a_worker_killed_mid_swap_on_receive_loses_nothing(
 
     assert db_state(saga_context, incoming["id"]) == "executing"
     with saga_context.uow() as session:  # nothing of it is ours yet
-        assert session.scalar(select(Proof.id).where(Proof.wallet == bob)) is None
+        assert session.scalar(select(StoredProof.id).where(StoredProof.wallet == bob)) is None
     token_ys = mint_states(saga_context, url, used_by=uuid.UUID(op["id"]), state=ProofState.PENDING)
     assert set(token_ys.values()) == {ProofSpentState.SPENT}  # the mint took the token
 

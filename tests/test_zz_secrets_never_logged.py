@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models import Operation, Proof
+from models import Operation, StoredProof
 
 pytestmark = pytest.mark.mint
 
@@ -23,7 +23,7 @@ def secrets_used(saga_context) -> dict[str, set[str]]:
 
     found: dict[str, set[str]] = {"proof secret": set(), "blinding factor": set(), "token": set()}
     with saga_context.uow() as session:
-        found["proof secret"].update(session.scalars(select(Proof.secret)))
+        found["proof secret"].update(session.scalars(select(StoredProof.secret)))
         wallets = set(session.scalars(select(Operation.wallet).distinct()))
         for data in session.scalars(select(Operation.data)):
             for value in data.values():
