@@ -14,8 +14,7 @@ COUNTERS = cast(Table, KeysetCounter.__table__)
 _NEW_COUNTER = insert(COUNTERS).values(
     wallet=bindparam("wallet"), keyset_id=bindparam("keyset_id"), next_counter=bindparam("count")
 )
-# Built once (it runs for every operation that makes outputs); the row's next_counter moves
-# on by the `count` the conflicting insert brought.
+# The row's next_counter moves on by the `count` the conflicting insert brought.
 ALLOCATE_COUNTERS = _NEW_COUNTER.on_conflict_do_update(
     index_elements=["wallet", "keyset_id"],
     set_={"next_counter": COUNTERS.c.next_counter + _NEW_COUNTER.excluded.next_counter},

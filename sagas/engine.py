@@ -37,9 +37,10 @@ MAX_AMOUNT = 2_100_000_000_000_000  # every sat there will ever be
 OPERATIONS = cast(Table, Operation.__table__)
 EVENTS = cast(Table, Event.__table__)
 
-# The engine's statements are built once: every step runs several, and building one
-# costs more Python than Postgres takes to run it. The compare-and-set and the event
-# insert take their SET and VALUES columns from the parameters they are executed with.
+# Statements that run on every step are built once, at import, here and in the other
+# sagas modules: building one costs more Python than Postgres takes to run it. The
+# compare-and-set and the event insert take their SET and VALUES columns from the
+# parameters they are executed with.
 # Every time written or compared is the database's (now()), never a worker's clock: a host
 # whose clock runs ahead must not steal claims or see operations as older than they are.
 OPERATION_BY_ID = (

@@ -47,9 +47,7 @@ RESERVATION_TURN = select(
 )
 PROOFS = cast(Table, StoredProof.__table__)
 
-# The statements of every operation's hot path are built once, as the engine's are: building
-# one costs more Python than Postgres takes to run it. Executed on the session's connection,
-# they skip the ORM's bulk machinery too.
+# Executed on the session's connection, these skip the ORM's bulk machinery.
 INSERT_PROOFS = (
     insert(PROOFS).on_conflict_do_nothing(index_elements=["secret"]).returning(PROOFS.c.id)
 )

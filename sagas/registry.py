@@ -228,7 +228,6 @@ _KEYSET_COLUMNS = (
     StoredKeyset.input_fee_ppk,
     StoredKeyset.final_expiry,
 )
-# Built once: every step that talks to a mint runs them.
 _TRUSTED_WITH_KEYSETS = (
     select(Mint.trusted, *_KEYSET_COLUMNS)
     .outerjoin(StoredKeyset, StoredKeyset.mint_url == Mint.url)

@@ -47,8 +47,7 @@ def event_message(event: Row[Any]) -> dict[str, Any]:
 
 # Marks up to :limit unpublished events published and returns them with their operation's
 # notify_task: one statement, so the relay reads nothing twice. The rows stay locked until
-# the commit, which comes only after they were sent. Built once: the relay runs after
-# every task.
+# the commit, which comes only after they were sent.
 CLAIM_EVENTS = (
     update(EVENTS)
     .where(
