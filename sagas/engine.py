@@ -9,7 +9,7 @@ in the same transaction, so an event exists exactly when its state committed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -214,7 +214,7 @@ def transition(
     op: Operation,
     to: str,
     *,
-    data: dict[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
     error: Exception | None = None,
     severity: Severity | None = None,
     clear_error: bool = True,
@@ -222,9 +222,9 @@ def transition(
 ) -> Operation:
     """Move `op` to state `to` if nobody moved it since we read it; write its event.
 
-    `data` is merged into op.data; `severity`, when given, is recorded instead of the
-    error's own. Raises InvalidStateError for an illegal transition and
-    StaleOperationError when the compare-and-set loses.
+    `data` (a saga's data record: MeltData, ...) is merged into op.data; `severity`, when
+    given, is recorded instead of the error's own. Raises InvalidStateError for an illegal
+    transition and StaleOperationError when the compare-and-set loses.
     """
     spec = spec_of(op.kind)
     if to not in spec.transitions.get(op.state, frozenset()):
@@ -284,7 +284,7 @@ def update_operation(
     session: Session,
     op: Operation,
     *,
-    data: dict[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
     error: Exception | None = None,
     **columns: Any,
 ) -> Operation:
@@ -299,7 +299,7 @@ def _compare_and_set(
     session: Session,
     op: Operation,
     values: dict[str, Any],
-    data: dict[str, Any] | None,
+    data: Mapping[str, Any] | None,
     *,
     final: bool = False,
 ) -> Operation:

@@ -32,13 +32,18 @@ or null.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import AuditRecord, Operation
 from sagas.engine import SPECS, list_operations
+
+if TYPE_CHECKING:  # the sagas' data records, for types only: importing a saga registers it
+    from sagas.melt import MeltData
+    from sagas.receive import ReceiveData
+    from sagas.send import SendData
 
 DIRECTION = {"mint": "in", "receive": "in", "send": "out", "melt": "out"}
 TRANSACTION_TYPE = {"mint": "minted", "receive": "received", "send": "sent", "melt": "melted"}
@@ -53,12 +58,17 @@ def history(session: Session, wallet: str, limit: int = 25, offset: int = 0) -> 
 
 
 def history_entry(op: Operation) -> dict[str, Any]:
+    data = op.data or {}
     entry = {
         "operation_id": str(op.id),
         "kind": op.kind,
         "type": TRANSACTION_TYPE.get(op.kind),
         "state": op.state,
-        "amount": _int((op.data or {}).get("token_amount")) if op.kind == "receive" else op.amount,
+        "amount": (
+            _int(cast("ReceiveData", data).get("token_amount"))
+            if op.kind == "receive"
+            else op.amount
+        ),
         "unit": op.unit,
         "mint_url": op.mint_url,
         "fee": operation_fee(op),
@@ -69,7 +79,7 @@ def history_entry(op: Operation) -> dict[str, Any]:
         "error": op.error_code,
     }
     if op.kind == "melt":
-        entry["change_amount"] = _int((op.data or {}).get("change_amount"))
+        entry["change_amount"] = _int(cast("MeltData", data).get("change_amount"))
     return entry
 
 
@@ -95,19 +105,23 @@ def audit_trail(session: Session, operation_id: uuid.UUID) -> list[dict[str, Any
 def operation_fee(op: Operation) -> int:
     data = op.data or {}
     if op.kind == "send":
+        send = cast("SendData", data)
         if op.state != "rolled_back":
-            return _int(data.get("fee")) + _int(data.get("receiver_fee"))
-        if "reclaim_fee" in data:
-            return _int(data.get("fee")) + _int(data.get("reclaim_fee"))
+            return _int(send.get("fee")) + _int(send.get("receiver_fee"))
+        if "reclaim_fee" in send:
+            return _int(send.get("fee")) + _int(send.get("reclaim_fee"))
         return 0  # cancelled while prepared, or the mint refused the swap: nothing paid
     if op.kind == "receive":
-        return _int(data.get("fee")) if op.state == "finalized" else 0
+        return _int(cast("ReceiveData", data).get("fee")) if op.state == "finalized" else 0
     if op.kind == "melt":
-        if "effective_fee" in data:
-            return _int(data.get("effective_fee"))
+        melt = cast("MeltData", data)
+        if "effective_fee" in melt:
+            return _int(melt.get("effective_fee"))
         if op.state in _terminal(op.kind):
             return 0
-        return sum(_int(data.get(key)) for key in ("fee_reserve", "swap_fee", "input_fee"))
+        return (
+            _int(melt.get("fee_reserve")) + _int(melt.get("swap_fee")) + _int(melt.get("input_fee"))
+        )
     return 0  # mint: the invoice is the amount
 
 

@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
@@ -111,6 +111,8 @@ from sagas.registry import (
     trusted_keysets,
 )
 from sagas.swap import (
+    OutputPurpose,
+    OutputsData,
     SwapResult,
     inputs_state,
     outputs_data,
@@ -133,6 +135,46 @@ class MeltState(StrEnum):
     ROLLING_BACK = "rolling_back"
     FINALIZED = "finalized"
     ROLLED_BACK = "rolled_back"
+
+
+class MeltPhase(StrEnum):
+    """Which request an executing melt is at: its pre-swap, or the melt request."""
+
+    SWAP = "swap"
+    MELT = "melt"
+
+
+class MeltData(OutputsData, total=False):
+    """What a melt operation keeps in Operation.data, key by key as stored; its outputs
+    written ahead (blanks, melt_inputs, keep, reclaim) are OutputsData's."""
+
+    # prepare: the quote and the FeePlan
+    request: str  # the invoice
+    expiry: int | None
+    fee_reserve: int
+    needs_swap: bool
+    swap_fee: int
+    input_fee: int
+    input_amount: int
+    melt_input: int
+    blank_count: int
+    reconciliation: dict[str, dict[str, Any]]  # the pre-flight's findings (severity_report)
+    # executing
+    phase: MeltPhase
+    swap_sent: bool  # the pre-swap request may have reached the mint
+    melt_sent: bool  # the melt request may have reached the mint
+    # rolling back
+    reclaim_fee: int
+    # settled
+    keep_amount: int
+    change_amount: int
+    effective_fee: int
+    preimage: str | None
+
+
+def melt_data(op: Operation) -> MeltData:
+    """op.data as its record: this module writes it only as MeltData."""
+    return cast(MeltData, op.data)
 
 
 METHODS = frozenset({"bolt11"})
@@ -277,13 +319,14 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     to pay only once the swap is known done and its proofs stored."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != MeltState.EXECUTING or op.data.get("phase") != "swap":
+        if op.state != MeltState.EXECUTING or melt_data(op).get("phase") != MeltPhase.SWAP:
             return _carry_on(op)
-        op_id, first_attempt = op.id, not op.data.get("swap_sent")
+        op_id, first_attempt = op.id, not melt_data(op).get("swap_sent")
         if first_attempt:
-            update_operation(session, op, data={"swap_sent": True})
+            update_operation(session, op, data=MeltData(swap_sent=True))
         inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
-        melt_inputs, keep = stored_outputs(op.data, "melt_inputs"), stored_outputs(op.data, "keep")
+        data = melt_data(op)
+        melt_inputs, keep = stored_outputs(data, "melt_inputs"), stored_outputs(data, "keep")
         keysets = load_keysets(session, op.mint_url)
         mint_url = op.mint_url
     outcome = settle_swap(
@@ -291,7 +334,7 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     )
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
-        if op.state != MeltState.EXECUTING or op.data.get("phase") != "swap":
+        if op.state != MeltState.EXECUTING or melt_data(op).get("phase") != MeltPhase.SWAP:
             return _carry_on(op)
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
@@ -303,7 +346,7 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
             store_operation_proofs(
                 session, op, new_inputs, state=ProofState.RESERVED, used_by=op.id
             )
-            update_operation(session, op, data={"phase": "melt"})
+            update_operation(session, op, data=MeltData(phase=MeltPhase.MELT))
             return _carry_on(op)
         if outcome.result == SwapResult.REJECTED:
             _release_and_roll_back(session, op, outcome.error)
@@ -320,13 +363,13 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
 def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        if op.state != MeltState.EXECUTING or op.data.get("phase") != "melt":
+        if op.state != MeltState.EXECUTING or melt_data(op).get("phase") != MeltPhase.MELT:
             return _carry_on(op)
         rows = proofs_of_operation(session, op.id)
         inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
-        first_attempt = not op.data.get("melt_sent")
+        first_attempt = not melt_data(op).get("melt_sent")
         if first_attempt:
-            update_operation(session, op, data={"melt_sent": True})
+            update_operation(session, op, data=MeltData(melt_sent=True))
         request = _MeltRequest.of(op, inputs, load_keysets(session, op.mint_url))
         in_background = ctx.async_melts and pays_in_background(session, op.mint_url)
     view = _melt(ctx, op.id, request, first_attempt=first_attempt, in_background=in_background)
@@ -349,7 +392,7 @@ def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
                 return Progress(operation_view(op))
             update_operation(session, op)
             return _carry_on(op)
-        if op.state == MeltState.EXECUTING and op.data.get("phase") == "swap":
+        if op.state == MeltState.EXECUTING and melt_data(op).get("phase") == MeltPhase.SWAP:
             return _carry_on(op)  # the swap's outcome is the mint's: replay it
         if op.state not in (MeltState.PENDING, MeltState.EXECUTING, MeltState.ROLLING_BACK):
             return Progress(operation_view(op))
@@ -371,7 +414,10 @@ register_steps(KIND, {"begin": begin, "swap": swap, "pay": pay_step, "check": ch
 
 def _request_sent(op: Operation) -> bool:
     """Whether the request of an executing melt's phase may have reached the mint."""
-    return bool(op.data.get("swap_sent" if op.data.get("phase") == "swap" else "melt_sent"))
+    data = melt_data(op)
+    return bool(
+        data.get("swap_sent") if data.get("phase") == MeltPhase.SWAP else data.get("melt_sent")
+    )
 
 
 def _carry_on(op: Operation) -> Progress:
@@ -381,7 +427,7 @@ def _carry_on(op: Operation) -> Progress:
     if op.state == MeltState.PENDING:
         return Progress(view, "check")
     if op.state == MeltState.EXECUTING:
-        return Progress(view, "swap" if op.data.get("phase") == "swap" else "pay")
+        return Progress(view, "swap" if melt_data(op).get("phase") == MeltPhase.SWAP else "pay")
     return Progress(view)  # settled, or rolling back (check resumes the reclaim)
 
 
@@ -429,7 +475,10 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             kept_at=op.mint_url,
         )
         transition(
-            session, op, MeltState.ROLLING_BACK, data={**outputs_data(planned), "reclaim_fee": fee}
+            session,
+            op,
+            MeltState.ROLLING_BACK,
+            data=MeltData(**outputs_data(planned), reclaim_fee=fee),
         )
     return _resume_reclaim(ctx, op_id, first_attempt=True)
 
@@ -561,17 +610,17 @@ def _prepare(
             exact=exact,
             keyset_fee_ppk=keyset.input_fee_ppk,
         )
-        data: dict[str, Any] = {
-            "request": invoice,
-            "expiry": quote.expiry,
-            "fee_reserve": quote.fee_reserve,
-            "needs_swap": plan.needs_swap,
-            "swap_fee": plan.swap_fee,
-            "input_fee": plan.input_fee,
-            "input_amount": plan.input_amount,
-            "melt_input": plan.melt_input,
-            "blank_count": plan.blank_count,
-        }
+        data = MeltData(
+            request=invoice,
+            expiry=quote.expiry,
+            fee_reserve=quote.fee_reserve,
+            needs_swap=plan.needs_swap,
+            swap_fee=plan.swap_fee,
+            input_fee=plan.input_fee,
+            input_amount=plan.input_amount,
+            melt_input=plan.melt_input,
+            blank_count=plan.blank_count,
+        )
         worst_fee = plan.worst_fee
         if max_fee is not None and worst_fee > max_fee:
             # Raised inside the transaction: the operation and its reservation vanish.
@@ -596,7 +645,7 @@ def _begin(ctx: SagaContext, reserved: _Reserved) -> Progress:
             return _carry_on(op)
         # Serialized per invoice: of two melts of one invoice, one pays, the other
         # stops here before it costs a swap fee.
-        duplicate = _second_payment(session, op.data["request"], op.id, wait=True)
+        duplicate = _second_payment(session, melt_data(op)["request"], op.id, wait=True)
         if duplicate is None:
             _write_ahead(ctx, session, op, reserved.keysets)
             # Only a swap known to be done lets the melt go (the swap step hands on to pay
@@ -623,7 +672,7 @@ class _MeltRequest:
     def of(
         cls, op: Operation, inputs: list[Proof], keysets: dict[str, Keyset] | None
     ) -> _MeltRequest:
-        blanks = stored_outputs(op.data, "blanks")
+        blanks = stored_outputs(melt_data(op), "blanks")
         return cls(
             op.id,
             op.mint_url,
@@ -632,7 +681,7 @@ class _MeltRequest:
             inputs,
             blanks,
             keysets,
-            op.data["melt_input"],
+            melt_data(op)["melt_input"],
         )
 
     def unplanned_inputs(self) -> MeltInputsMismatchError | None:
@@ -778,7 +827,7 @@ def _preflight(
             return operation_view(op)
         if spent:
             set_proof_state(session, op.id, ProofState.SPENT, ys=spent)
-            update_operation(session, op, data={"reconciliation": report})
+            update_operation(session, op, data=MeltData(reconciliation=report))
             _release_and_roll_back(
                 session,
                 op,
@@ -790,13 +839,13 @@ def _preflight(
             update_operation(
                 session,
                 op,
-                data={"reconciliation": report},
+                data=MeltData(reconciliation=report),
                 error=ProofsSpentAtMintError(f"{len(pending)} input(s) are pending at the mint"),
             )
         return operation_view(op)
 
 
-def keep_amount(data: dict[str, Any]) -> int:
+def keep_amount(data: MeltData) -> int:
     """What the pre-swap gives back to the wallet: its inputs less its fee and the exact
     melt inputs (0 without a pre-swap)."""
     if not data["needs_swap"]:
@@ -808,9 +857,10 @@ def _write_ahead(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
 ) -> None:
     """prepared -> executing with the swap outputs (if any) and the change blanks stored."""
-    amounts: dict[str, int | list[int]] = {"blanks": [BLANK_AMOUNT] * op.data["blank_count"]}
-    if op.data["needs_swap"]:
-        amounts |= {"melt_inputs": op.data["melt_input"], "keep": keep_amount(op.data)}
+    data = melt_data(op)
+    amounts: dict[OutputPurpose, int | list[int]] = {"blanks": [BLANK_AMOUNT] * data["blank_count"]}
+    if data["needs_swap"]:
+        amounts |= {"melt_inputs": data["melt_input"], "keep": keep_amount(data)}
     planned = plan_outputs(
         session,
         ctx.wallet_seed(op.wallet),
@@ -819,8 +869,10 @@ def _write_ahead(
         amounts,
         kept_at=op.mint_url,
     )
-    phase = "swap" if op.data["needs_swap"] else "melt"
-    transition(session, op, MeltState.EXECUTING, data={**outputs_data(planned), "phase": phase})
+    phase = MeltPhase.SWAP if data["needs_swap"] else MeltPhase.MELT
+    transition(
+        session, op, MeltState.EXECUTING, data=MeltData(**outputs_data(planned), phase=phase)
+    )
 
 
 def _melt(
@@ -889,7 +941,7 @@ def _finalize(
         op = get_operation(session, op_id, KIND)
         if op.state not in (MeltState.EXECUTING, MeltState.PENDING):
             return operation_view(op)
-        blanks = stored_outputs(op.data, "blanks")
+        blanks = stored_outputs(melt_data(op), "blanks")
         keysets = keysets or load_keysets(session, op.mint_url)
         if quote.change or not blanks:  # the change is in the answer (or none can come)
             try:
@@ -925,9 +977,10 @@ def _store_change_and_finalize(
     session: Session, op: Operation, quote: MeltQuote, change: list[Proof]
 ) -> dict[str, Any]:
     change_amount = sum(p.amount for p in change)
-    kept = keep_amount(op.data)
-    effective_fee = op.data["input_amount"] - kept - op.amount - change_amount
-    worst = op.data["fee_reserve"] + op.data["swap_fee"] + op.data["input_fee"]
+    data = melt_data(op)
+    kept = keep_amount(data)
+    effective_fee = data["input_amount"] - kept - present(op.amount, "amount") - change_amount
+    worst = data["fee_reserve"] + data["swap_fee"] + data["input_fee"]
     if not 0 <= effective_fee <= worst:
         # The books and the mint disagree on what this payment cost: a bug, never recorded
         # as a fee. The melt stays open with this error for a person to look at.
@@ -940,12 +993,12 @@ def _store_change_and_finalize(
         session,
         op,
         MeltState.FINALIZED,
-        data={
-            "keep_amount": kept,
-            "change_amount": change_amount,
-            "effective_fee": effective_fee,
-            "preimage": quote.payment_preimage,
-        },
+        data=MeltData(
+            keep_amount=kept,
+            change_amount=change_amount,
+            effective_fee=effective_fee,
+            preimage=quote.payment_preimage,
+        ),
     )
     return operation_view(op)
 
@@ -990,7 +1043,7 @@ def _resume_reclaim(
         inputs = [
             to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
         ]
-        reclaim_outputs = stored_outputs(op.data, "reclaim")
+        reclaim_outputs = stored_outputs(melt_data(op), "reclaim")
     outcome = settle_swap(
         ctx.mint_client(mint_url), inputs, reclaim_outputs, keysets, first_attempt
     )
@@ -1001,7 +1054,9 @@ def _resume_reclaim(
         if outcome.result == SwapResult.DONE:
             set_proof_state(session, op.id, ProofState.SPENT)
             store_operation_proofs(session, op, outcome.proofs)
-            transition(session, op, MeltState.ROLLED_BACK, data={"effective_fee": _fees_paid(op)})
+            transition(
+                session, op, MeltState.ROLLED_BACK, data=MeltData(effective_fee=_fees_paid(op))
+            )
         elif outcome.result in (SwapResult.REJECTED, SwapResult.INPUTS_SPENT_ELSEWHERE):
             transition(session, op, MeltState.PENDING, error=outcome.error)
         else:
@@ -1027,11 +1082,12 @@ def _release_and_roll_back(session: Session, op: Operation, error: Exception | N
     release_proofs(session, op.id)
     transition(session, op, MeltState.ROLLING_BACK, clear_error=False)
     transition(
-        session, op, MeltState.ROLLED_BACK, error=error, data={"effective_fee": _fees_paid(op)}
+        session, op, MeltState.ROLLED_BACK, error=error, data=MeltData(effective_fee=_fees_paid(op))
     )
 
 
 def _fees_paid(op: Operation) -> int:
     """What a rolled-back melt still cost: a pre-swap that went through, a reclaim swap."""
-    swapped = op.data.get("needs_swap") and op.data.get("phase") == "melt"
-    return (op.data["swap_fee"] if swapped else 0) + op.data.get("reclaim_fee", 0)
+    data = melt_data(op)
+    swapped = data.get("needs_swap") and data.get("phase") == MeltPhase.MELT
+    return (data["swap_fee"] if swapped else 0) + data.get("reclaim_fee", 0)

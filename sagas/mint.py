@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from coincurve import PrivateKey
 from sqlalchemy import select
@@ -87,6 +87,22 @@ class MintState(StrEnum):
     EXECUTING = "executing"
     FINALIZED = "finalized"
     FAILED = "failed"
+
+
+class MintData(TypedDict, total=False):
+    """What a mint operation keeps in Operation.data, key by key as stored."""
+
+    request: str  # the invoice to pay
+    expiry: int | None  # the quote's, as the mint gave it at creation
+    quote_state: str  # MintQuoteState, as last seen
+    locked: bool  # the quote is locked to our NUT-20 key
+    outputs: list[dict[str, Any]]  # written ahead, PreparedOutput.to_dict() each
+    minted_amount: int
+
+
+def mint_data(op: Operation) -> MintData:
+    """op.data as its record: this module writes it only as MintData."""
+    return cast(MintData, op.data)
 
 
 METHODS = frozenset({"bolt11"})
@@ -286,7 +302,7 @@ def _settle_from_quote(
         if op.state != state:
             return operation_view(op)  # a newer step moved it; this check is stale
         # Nutshell leaves expiry out of quote checks; the one from creation still holds.
-        expiry = quote.expiry or op.data.get("expiry")
+        expiry = quote.expiry or mint_data(op).get("expiry")
         expired = expiry is not None and expiry <= ctx.now().timestamp()
         if expired:
             transition(
@@ -305,8 +321,8 @@ def _write_outputs_ahead(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
 ) -> None:
     """pending -> executing with the outputs stored (derived once; a re-run reuses them)."""
-    data: dict[str, Any] = {}
-    if not op.data.get("outputs"):
+    data = MintData()
+    if not mint_data(op).get("outputs"):
         keyset = active_keyset(keysets, op.unit, op.mint_url)
         amount = present(op.amount, "amount")
         amounts = split_for_wallet(session, op.wallet, op.mint_url, op.unit, amount)
@@ -333,12 +349,12 @@ class _MintRequest:
     def of(cls, op: Operation, keysets: dict[str, Keyset]) -> _MintRequest:
         return cls(
             op_id=op.id,
-            outputs=[PreparedOutput.from_dict(o) for o in op.data["outputs"]],
+            outputs=[PreparedOutput.from_dict(o) for o in mint_data(op)["outputs"]],
             mint_url=op.mint_url,
             quote_id=present(op.quote_id, "quote_id"),
             wallet=op.wallet,
             method=op.method,
-            locked=op.data.get("locked", False),
+            locked=mint_data(op).get("locked", False),
             keysets=keysets,
         )
 
@@ -398,7 +414,7 @@ def _finalize(
             session,
             op,
             MintState.FINALIZED,
-            data={"minted_amount": minted, "quote_state": "ISSUED"},
+            data=MintData(minted_amount=minted, quote_state="ISSUED"),
         )
         return operation_view(op)
 
@@ -409,7 +425,7 @@ def _restore_issued(ctx: SagaContext, op_id: uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, op_id, KIND)
         if op.state in SPEC.terminal:
             return operation_view(op)
-        stored = [PreparedOutput.from_dict(o) for o in op.data.get("outputs", [])]
+        stored = [PreparedOutput.from_dict(o) for o in mint_data(op).get("outputs", [])]
         mint_url = op.mint_url
         if not stored:
             transition(
@@ -449,7 +465,7 @@ def _back_to_pending(
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
         if op.state == MintState.EXECUTING:
-            data: dict[str, Any] | None = {"outputs": []} if drop_outputs else None
+            data = MintData(outputs=[]) if drop_outputs else None
             transition(session, op, MintState.PENDING, data=data, error=error)
         return operation_view(op)
 
@@ -472,13 +488,10 @@ def _by_quote(session: Session, mint_url: str, quote_id: str) -> Operation | Non
     ).one_or_none()
 
 
-def _quote_data(quote: MintQuote, locked: bool) -> dict[str, Any]:
-    return {
-        "request": quote.request,
-        "expiry": quote.expiry,
-        "quote_state": str(quote.state),
-        "locked": locked,
-    }
+def _quote_data(quote: MintQuote, locked: bool) -> MintData:
+    return MintData(
+        request=quote.request, expiry=quote.expiry, quote_state=str(quote.state), locked=locked
+    )
 
 
 def _quote_key(ctx: SagaContext, wallet: str, op_id: uuid.UUID) -> PrivateKey:

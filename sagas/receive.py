@@ -20,7 +20,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -64,6 +64,7 @@ from sagas.registry import (
     trusted_keysets,
 )
 from sagas.swap import (
+    OutputsData,
     SwapRequest,
     SwapResult,
     inputs_state,
@@ -84,6 +85,21 @@ class ReceiveState(StrEnum):
     FINALIZED = "finalized"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+
+
+class ReceiveData(OutputsData, total=False):
+    """What a receive operation keeps in Operation.data, key by key as stored; the outputs
+    the token is swapped into ("outputs") are OutputsData's."""
+
+    fee: int  # the swap's input fee
+    token_amount: int  # what the token is worth, its fee not yet taken
+    memo: str | None
+    inputs: list[dict[str, Any]]  # the token's proofs (Proof.model_dump)
+
+
+def receive_data(op: Operation) -> ReceiveData:
+    """op.data as its record: this module writes it only as ReceiveData."""
+    return cast(ReceiveData, op.data)
 
 
 SPEC = register(
@@ -182,7 +198,7 @@ def recover(ctx: SagaContext, operation_id: uuid.UUID, state: str) -> dict[str, 
             return operation_view(op)
         mint_url, keysets = trusted_keysets(session, op.mint_url)
         inputs = _signed_inputs(ctx, op)
-        outputs = stored_outputs(op.data, "outputs")
+        outputs = stored_outputs(receive_data(op), "outputs")
     client = ctx.mint_client(mint_url)
     try:
         states = inputs_state(client, inputs)
@@ -278,12 +294,12 @@ def _record_prepared(
                 amount=token.amount - checked.fee,
                 quote_id=checked.token_id,
                 notify_task=notify_task,
-                data={
-                    "fee": checked.fee,
-                    "token_amount": token.amount,
-                    "memo": token.memo,
-                    "inputs": [p.model_dump(exclude_none=True) for p in token.proofs],
-                },
+                data=ReceiveData(
+                    fee=checked.fee,
+                    token_amount=token.amount,
+                    memo=token.memo,
+                    inputs=[p.model_dump(exclude_none=True) for p in token.proofs],
+                ),
             )
     except IntegrityError:  # this wallet's concurrent redeem of the token got there first
         existing = _live_receive(session, wallet, checked)
@@ -392,7 +408,7 @@ def _check_locks(ctx: SagaContext, wallet: str, proofs: list[Proof]) -> None:
 
 
 def _signed_inputs(ctx: SagaContext, op: Operation) -> list[Proof]:
-    inputs = [Proof.model_validate(p) for p in op.data["inputs"]]
+    inputs = [Proof.model_validate(p) for p in receive_data(op)["inputs"]]
     if any(parse_secret(p.secret) is not None for p in inputs):
         inputs = sign_p2pk_inputs(inputs, wallet_p2pk_key(ctx.wallet_seed(op.wallet)))
     return inputs

@@ -23,7 +23,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from coincurve import PublicKey
 from sqlalchemy import select
@@ -74,6 +74,7 @@ from sagas.registry import (
     trusted_keysets,
 )
 from sagas.swap import (
+    OutputsData,
     SwapRequest,
     SwapResult,
     outputs_data,
@@ -95,6 +96,31 @@ class SendState(StrEnum):
     ROLLING_BACK = "rolling_back"
     FINALIZED = "finalized"
     ROLLED_BACK = "rolled_back"
+
+
+class SendData(OutputsData, total=False):
+    """What a send operation keeps in Operation.data, key by key as stored; its outputs
+    written ahead (send, keep, reclaim) are OutputsData's."""
+
+    # prepare
+    fee: int  # the swap's input fee (0 when the inputs go out as they are)
+    input_amount: int
+    needs_swap: bool
+    send_amount: int  # the token's worth: the amount plus receiver_fee
+    keep_amount: int
+    receiver_fee: int  # the receiver's swap fee, when the sender pays it
+    memo: str | None
+    p2pk_pubkey: str | None  # the key the token is locked to
+    # pending
+    token: str
+    # reclaimed
+    reclaim_fee: int
+    reclaimed_amount: int
+
+
+def send_data(op: Operation) -> SendData:
+    """op.data as its record: this module writes it only as SendData."""
+    return cast(SendData, op.data)
 
 
 SPEC = register(
@@ -245,7 +271,7 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if first_attempt:
             _plan_reclaim(ctx, session, op, keysets)
         op_id = op.id
-        reclaim = stored_outputs(op.data, "reclaim")
+        reclaim = stored_outputs(send_data(op), "reclaim")
         sent = _signed_for_reclaim(ctx, op, proofs_of_operation(session, op.id))
     outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets, first_attempt)
     with ctx.uow() as session:
@@ -259,7 +285,7 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         elif outcome.result == SwapResult.INPUTS_SPENT_ELSEWHERE:
             set_proof_state(session, op.id, ProofState.SPENT)  # the receiver claimed it first
             transition(
-                session, op, SendState.FINALIZED, data={"reclaim_fee": 0, "reclaimed_amount": 0}
+                session, op, SendState.FINALIZED, data=SendData(reclaim_fee=0, reclaimed_amount=0)
             )
         elif outcome.result == SwapResult.REJECTED:
             transition(session, op, SendState.PENDING, error=outcome.error)
@@ -417,16 +443,16 @@ def _reserve(
     input_amount = sum(p.amount for p in inputs)
     needs_swap = not (as_they_are and input_amount == send_amount)
     fee = input_fee(inputs, fees) if needs_swap else 0
-    data = {
-        "fee": fee,
-        "input_amount": input_amount,
-        "needs_swap": needs_swap,
-        "send_amount": send_amount,
-        "keep_amount": input_amount - send_amount - fee,
-        "receiver_fee": fee_of_receiver,
-        "memo": request.memo,
-        "p2pk_pubkey": request.p2pk_pubkey,
-    }
+    data = SendData(
+        fee=fee,
+        input_amount=input_amount,
+        needs_swap=needs_swap,
+        send_amount=send_amount,
+        keep_amount=input_amount - send_amount - fee,
+        receiver_fee=fee_of_receiver,
+        memo=request.memo,
+        p2pk_pubkey=request.p2pk_pubkey,
+    )
     op = update_operation(session, op, data=data)
     record_event(session, op)
     return op, keysets
@@ -441,7 +467,7 @@ def _start(
 ) -> dict[str, Any] | SwapRequest:
     """A prepared or executing send: the token at once when its inputs go out as they are,
     else the swap to make (its outputs written ahead on the way to executing)."""
-    if op.state == SendState.PREPARED and not op.data["needs_swap"]:
+    if op.state == SendState.PREPARED and not send_data(op)["needs_swap"]:
         transition(session, op, SendState.EXECUTING)
         set_proof_state(session, op.id, ProofState.PENDING)
         return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
@@ -482,13 +508,15 @@ def _write_outputs_ahead(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
 ) -> None:
     keyset = active_keyset(keysets, op.unit, op.mint_url)
+    data = send_data(op)
+    locked_to = data.get("p2pk_pubkey")
     planned = plan_outputs(
         session,
         ctx.wallet_seed(op.wallet),
         op.wallet,
         keyset,
-        {"send": op.data["send_amount"], "keep": op.data["keep_amount"]},
-        lock_to={"send": op.data["p2pk_pubkey"]} if op.data.get("p2pk_pubkey") else None,
+        {"send": data["send_amount"], "keep": data["keep_amount"]},
+        lock_to={"send": locked_to} if locked_to else None,
         kept_at=op.mint_url,
     )
     transition(session, op, SendState.EXECUTING, data=outputs_data(planned))
@@ -496,9 +524,9 @@ def _write_outputs_ahead(
 
 def _token_out(session: Session, op: Operation, rows: list, token_version: int) -> dict:
     proofs = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
-    token = Token(mint=op.mint_url, unit=op.unit, proofs=proofs, memo=op.data.get("memo"))
+    token = Token(mint=op.mint_url, unit=op.unit, proofs=proofs, memo=send_data(op).get("memo"))
     text = encode_token_v3(token) if token_version == 3 else encode_token_v4(token)
-    transition(session, op, SendState.PENDING, data={"token": text})
+    transition(session, op, SendState.PENDING, data=SendData(token=text))
     return operation_view(op)
 
 
@@ -506,7 +534,7 @@ def _plan_reclaim(
     ctx: SagaContext, session: Session, op: Operation, keysets: dict[str, Keyset]
 ) -> None:
     """pending -> rolling_back, with the reclaim outputs written ahead."""
-    locked_to = op.data.get("p2pk_pubkey")
+    locked_to = send_data(op).get("p2pk_pubkey")
     if locked_to and locked_to[2:] != _our_pubkey(ctx, op.wallet)[2:]:
         raise TokenLockedError(
             "the token is locked to the receiver's key (P2PK): only the receiver can claim it"
@@ -528,14 +556,14 @@ def _plan_reclaim(
         session,
         op,
         SendState.ROLLING_BACK,
-        data={**outputs_data(planned), "reclaim_fee": fee, "reclaimed_amount": amount},
+        data=SendData(**outputs_data(planned), reclaim_fee=fee, reclaimed_amount=amount),
     )
 
 
 def _signed_for_reclaim(ctx: SagaContext, op: Operation, rows: list[StoredProof]) -> list[Proof]:
     """The sent proofs as swap inputs, signed when they are locked to our own key."""
     sent = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
-    if op.data.get("p2pk_pubkey"):
+    if send_data(op).get("p2pk_pubkey"):
         sent = sign_p2pk_inputs(sent, wallet_p2pk_key(ctx.wallet_seed(op.wallet)))
     return sent
 

@@ -27,10 +27,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 from sqlalchemy.orm import Session
 
+from models import Operation
 from nuts.amounts import split_amount
 from nuts.client import MintClient
 from nuts.errors import (
@@ -49,6 +50,21 @@ from nuts.outputs import PreparedOutput, derive_outputs, proof_y, unblind_output
 from nuts.p2pk import p2pk_secret
 from sagas.counters import allocate_counters
 from sagas.proofs import split_for_wallet
+
+# The purposes outputs are planned for: the keys of OutputsData.
+OutputPurpose = Literal["outputs", "send", "keep", "reclaim", "blanks", "melt_inputs"]
+
+
+class OutputsData(TypedDict, total=False):
+    """Outputs written ahead into an operation's data, by purpose, each as
+    PreparedOutput.to_dict(). A saga's data record extends this; it plans some of them."""
+
+    outputs: list[dict[str, Any]]  # receive: what the token is swapped into
+    send: list[dict[str, Any]]  # send: the token's proofs
+    keep: list[dict[str, Any]]  # send, melt: what the wallet keeps from the swap
+    reclaim: list[dict[str, Any]]  # send, melt: the reclaim swap's
+    blanks: list[dict[str, Any]]  # melt: NUT-08 blanks for the change
+    melt_inputs: list[dict[str, Any]]  # melt: the exact inputs its pre-swap makes
 
 
 class SwapResult(StrEnum):
@@ -70,10 +86,10 @@ def plan_outputs(
     seed: bytes,
     wallet: str,
     keyset: Keyset,
-    amounts_by_purpose: Mapping[str, int | list[int]],
-    lock_to: Mapping[str, str] | None = None,
+    amounts_by_purpose: Mapping[OutputPurpose, int | list[int]],
+    lock_to: Mapping[OutputPurpose, str] | None = None,
     kept_at: str | None = None,
-) -> dict[str, list[PreparedOutput]]:
+) -> dict[OutputPurpose, list[PreparedOutput]]:
     """Deterministic outputs per purpose, from one counter allocation.
 
     A purpose gets an amount or a list of output amounts as they are (NUT-08
@@ -83,7 +99,7 @@ def plan_outputs(
     `lock_to` maps a purpose to a public key its outputs are P2PK-locked to.
     """
 
-    def split(purpose: str, amount: int) -> list[int]:
+    def split(purpose: OutputPurpose, amount: int) -> list[int]:
         if kept_at is not None and purpose in KEPT_PURPOSES:
             return split_for_wallet(session, wallet, kept_at, keyset.unit, amount)
         return split_amount(amount)
@@ -96,7 +112,7 @@ def plan_outputs(
     if count == 0:
         return {purpose: [] for purpose in splits}
     counter = allocate_counters(session, wallet, keyset.id, count)
-    planned: dict[str, list[PreparedOutput]] = {}
+    planned: dict[OutputPurpose, list[PreparedOutput]] = {}
     for purpose, parts in splits.items():
         pubkey = (lock_to or {}).get(purpose)
         secrets = [p2pk_secret(pubkey) for _ in parts] if pubkey else None
@@ -108,14 +124,17 @@ def plan_outputs(
 KEPT_PURPOSES = frozenset({"keep", "outputs", "reclaim"})
 
 
-def stored_outputs(data: Mapping[str, list[dict]], purpose: str) -> list[PreparedOutput]:
+def stored_outputs(data: OutputsData, purpose: OutputPurpose) -> list[PreparedOutput]:
     """Outputs written ahead into an operation's data, back as PreparedOutputs."""
     return [PreparedOutput.from_dict(o) for o in data.get(purpose) or []]
 
 
-def outputs_data(planned: Mapping[str, list[PreparedOutput]]) -> dict[str, list[dict]]:
+def outputs_data(planned: Mapping[OutputPurpose, list[PreparedOutput]]) -> OutputsData:
     """The JSON form of planned outputs, for the write-ahead state."""
-    return {purpose: [o.to_dict() for o in outputs] for purpose, outputs in planned.items()}
+    return cast(
+        OutputsData,
+        {purpose: [o.to_dict() for o in outputs] for purpose, outputs in planned.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -125,7 +144,7 @@ class SwapRequest:
     op_id: uuid.UUID
     mint_url: str
     inputs: list[Proof]
-    outputs: dict[str, list[PreparedOutput]]  # by purpose, in the order they are sent
+    outputs: dict[OutputPurpose, list[PreparedOutput]]  # by purpose, in the order they are sent
     keysets: dict[str, Keyset]
 
     first_attempt: bool = False  # written ahead in the same call: never sent before
@@ -133,14 +152,15 @@ class SwapRequest:
     @classmethod
     def of(
         cls,
-        op: Any,
+        op: Operation,
         inputs: list[Proof],
         keysets: dict[str, Keyset],
-        purposes: Sequence[str],
+        purposes: Sequence[OutputPurpose],
         *,
         first_attempt: bool = False,
     ) -> SwapRequest:
-        outputs = {purpose: stored_outputs(op.data, purpose) for purpose in purposes}
+        data = cast(OutputsData, op.data)  # the outputs part of its saga's data record
+        outputs = {purpose: stored_outputs(data, purpose) for purpose in purposes}
         return cls(op.id, op.mint_url, inputs, outputs, keysets, first_attempt)
 
     def settle(self, client: MintClient) -> SwapOutcome:
