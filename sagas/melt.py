@@ -100,6 +100,7 @@ from sagas.proofs import (
     spendable_candidates,
     store_operation_proofs,
     to_wire,
+    wire_proofs_of,
 )
 from sagas.recovery import register_rule
 from sagas.registry import (
@@ -273,7 +274,7 @@ def begin(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         if op.state != MeltState.PREPARED:
             return _carry_on(op)
         _, keysets = trusted_keysets(session, op.mint_url)
-        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+        inputs = wire_proofs_of(session, op.id)
         reserved = _Reserved(op.id, op.mint_url, inputs, keysets)
     return _begin(ctx, reserved)
 
@@ -324,7 +325,7 @@ def swap(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         op_id, first_attempt = op.id, not melt_data(op).get("swap_sent")
         if first_attempt:
             update_operation(session, op, data=MeltData(swap_sent=True))
-        inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+        inputs = wire_proofs_of(session, op.id)
         data = melt_data(op)
         melt_inputs, keep = stored_outputs(data, "melt_inputs"), stored_outputs(data, "keep")
         keysets = load_keysets(session, op.mint_url)
@@ -365,8 +366,7 @@ def pay_step(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         op = get_operation(session, operation_id, KIND)
         if op.state != MeltState.EXECUTING or melt_data(op).get("phase") != MeltPhase.MELT:
             return _carry_on(op)
-        rows = proofs_of_operation(session, op.id)
-        inputs = [to_wire(p) for p in rows if p.state != ProofState.SPENT]
+        inputs = wire_proofs_of(session, op.id, unspent=True)
         first_attempt = not melt_data(op).get("melt_sent")
         if first_attempt:
             update_operation(session, op, data=MeltData(melt_sent=True))
@@ -463,7 +463,7 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         op = get_operation(session, op_id, KIND)
         if op.state != MeltState.PENDING:
             return operation_view(op)
-        rows = [p for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT]
+        rows = proofs_of_operation(session, op.id, unspent=True)
         keysets = load_keysets(session, op.mint_url)
         fee = input_fee([to_wire(p) for p in rows], fee_ppk(keysets))
         planned = plan_outputs(
@@ -1011,9 +1011,7 @@ def _roll_back_if_inputs_unspent(
         op = get_operation(session, op_id, KIND)
         if op.state not in (MeltState.EXECUTING, MeltState.PENDING):
             return operation_view(op)
-        inputs = [
-            to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
-        ]
+        inputs = wire_proofs_of(session, op.id, unspent=True)
         mint_url = op.mint_url
     try:
         states = inputs_state(ctx.mint_client(mint_url), inputs)
@@ -1040,9 +1038,7 @@ def _resume_reclaim(
         if op.state != MeltState.ROLLING_BACK:
             return operation_view(op)
         mint_url, keysets = trusted_keysets(session, op.mint_url)
-        inputs = [
-            to_wire(p) for p in proofs_of_operation(session, op.id) if p.state != ProofState.SPENT
-        ]
+        inputs = wire_proofs_of(session, op.id, unspent=True)
         reclaim_outputs = stored_outputs(melt_data(op), "reclaim")
     outcome = settle_swap(
         ctx.mint_client(mint_url), inputs, reclaim_outputs, keysets, first_attempt

@@ -344,12 +344,35 @@ def set_proof_state(
     return session.connection().execute(SET_PROOF_STATE_OF_YS, {**values, "ys": list(ys)}).rowcount
 
 
-def proofs_of_operation(session: Session, operation_id: uuid.UUID) -> list[StoredProof]:
-    return list(
-        session.scalars(
-            select(StoredProof).where(StoredProof.used_by == operation_id).order_by(StoredProof.id)
-        )
+def proofs_of_operation(
+    session: Session,
+    operation_id: uuid.UUID,
+    *,
+    state: ProofState | None = None,
+    unspent: bool = False,
+) -> list[StoredProof]:
+    """The operation's inputs (the proofs it uses), oldest first: those in `state`, or with
+    `unspent` those the mint has not yet spent."""
+    rows = session.scalars(
+        select(StoredProof).where(StoredProof.used_by == operation_id).order_by(StoredProof.id)
     )
+    return [
+        p
+        for p in rows
+        if (state is None or p.state == state) and not (unspent and p.state == ProofState.SPENT)
+    ]
+
+
+def wire_proofs_of(
+    session: Session,
+    operation_id: uuid.UUID,
+    *,
+    state: ProofState | None = None,
+    unspent: bool = False,
+) -> list[Proof]:
+    """proofs_of_operation's, as the mint sees them (request inputs, token proofs)."""
+    rows = proofs_of_operation(session, operation_id, state=state, unspent=unspent)
+    return [to_wire(p) for p in rows]
 
 
 def balance(

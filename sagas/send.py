@@ -64,7 +64,7 @@ from sagas.proofs import (
     select_and_reserve,
     set_proof_state,
     store_operation_proofs,
-    to_wire,
+    wire_proofs_of,
 )
 from sagas.recovery import register_rule
 from sagas.registry import (
@@ -222,7 +222,7 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state != SendState.PENDING:
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
-        ys = [p.y for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
+        ys = [p.y for p in proofs_of_operation(session, op.id, state=ProofState.PENDING)]
         op_id = op.id
     try:
         states = ctx.mint_client(mint_url).checkstate(ys)
@@ -238,7 +238,7 @@ def finalize_if_claimed(
     """Given the mint's states of the sent proofs: all spent -> finalized."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        sent = [p for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
+        sent = proofs_of_operation(session, op.id, state=ProofState.PENDING)
         if (
             op.state == SendState.PENDING
             and sent
@@ -272,7 +272,9 @@ def rollback(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
             _plan_reclaim(ctx, session, op, keysets)
         op_id = op.id
         reclaim = stored_outputs(send_data(op), "reclaim")
-        sent = _signed_for_reclaim(ctx, op, proofs_of_operation(session, op.id))
+        sent = _signed_for_reclaim(
+            ctx, op, wire_proofs_of(session, op.id, state=ProofState.PENDING)
+        )
     outcome = settle_swap(ctx.mint_client(mint_url), sent, reclaim, keysets, first_attempt)
     with ctx.uow() as session:
         op = get_operation(session, op_id, KIND)
@@ -470,11 +472,11 @@ def _start(
     if op.state == SendState.PREPARED and not send_data(op)["needs_swap"]:
         transition(session, op, SendState.EXECUTING)
         set_proof_state(session, op.id, ProofState.PENDING)
-        return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
+        return _token_out(session, op, token_version)
     first_attempt = op.state == SendState.PREPARED
     if first_attempt:
         _write_outputs_ahead(ctx, session, op, keysets)
-    inputs = [to_wire(p) for p in proofs_of_operation(session, op.id)]
+    inputs = wire_proofs_of(session, op.id)
     return SwapRequest.of(op, inputs, keysets, ["send", "keep"], first_attempt=first_attempt)
 
 
@@ -490,7 +492,7 @@ def _swap(ctx: SagaContext, request: SwapRequest, token_version: int) -> dict[st
             sent, kept = outcome.proofs[:sent_count], outcome.proofs[sent_count:]
             store_operation_proofs(session, op, kept)
             store_operation_proofs(session, op, sent, state=ProofState.PENDING, used_by=op.id)
-            return _token_out(session, op, proofs_of_operation(session, op.id), token_version)
+            return _token_out(session, op, token_version)
         if outcome.result == SwapResult.REJECTED:
             release_proofs(session, op.id)
             transition(session, op, SendState.ROLLED_BACK, error=outcome.error)
@@ -522,8 +524,8 @@ def _write_outputs_ahead(
     transition(session, op, SendState.EXECUTING, data=outputs_data(planned))
 
 
-def _token_out(session: Session, op: Operation, rows: list, token_version: int) -> dict:
-    proofs = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
+def _token_out(session: Session, op: Operation, token_version: int) -> dict:
+    proofs = wire_proofs_of(session, op.id, state=ProofState.PENDING)
     token = Token(mint=op.mint_url, unit=op.unit, proofs=proofs, memo=send_data(op).get("memo"))
     text = encode_token_v3(token) if token_version == 3 else encode_token_v4(token)
     transition(session, op, SendState.PENDING, data=SendData(token=text))
@@ -539,8 +541,8 @@ def _plan_reclaim(
         raise TokenLockedError(
             "the token is locked to the receiver's key (P2PK): only the receiver can claim it"
         )
-    sent = [p for p in proofs_of_operation(session, op.id) if p.state == ProofState.PENDING]
-    fee = input_fee([to_wire(p) for p in sent], fee_ppk(keysets))
+    sent = wire_proofs_of(session, op.id, state=ProofState.PENDING)
+    fee = input_fee(sent, fee_ppk(keysets))
     amount = sum(p.amount for p in sent) - fee
     if amount <= 0:
         raise InvalidStateError(f"reclaiming {amount + fee} would cost {fee} in fees")
@@ -560,9 +562,8 @@ def _plan_reclaim(
     )
 
 
-def _signed_for_reclaim(ctx: SagaContext, op: Operation, rows: list[StoredProof]) -> list[Proof]:
+def _signed_for_reclaim(ctx: SagaContext, op: Operation, sent: list[Proof]) -> list[Proof]:
     """The sent proofs as swap inputs, signed when they are locked to our own key."""
-    sent = [to_wire(p) for p in rows if p.state == ProofState.PENDING]
     if send_data(op).get("p2pk_pubkey"):
         sent = sign_p2pk_inputs(sent, wallet_p2pk_key(ctx.wallet_seed(op.wallet)))
     return sent
