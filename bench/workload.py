@@ -4,12 +4,13 @@
 Run by hand (minutes; not part of the test suite, tests/test_bench_smoke.py runs 2 rounds):
 
     .venv/bin/python bench/workload.py --rounds 20 --repeat 3 [--concurrency 1,4,8]
-        [--proofs 10000,100000,1000000] [--peers coco,cashu-ts] [--json out.json]
+        [--proofs 10000,100000,1000000] [--peers coco,cashu-ts] [--workers 1,2] [--json out.json]
 
 Everything is its own and stopped at the end: one fresh Nutshell FakeWallet mint
 (input_fee_ppk=100), the Postgres database `cashu_worker_bench` (created if missing, schema
 dropped and migrated), Redis db 12 (flushed), one `celery -A tasks worker -Q cashu,cashu.beat
--c <max clients> --pool prefork` (`--pool threads|solo` for another) and one `celery -A tasks beat`.
+-c <max clients> --pool prefork` (`--pool threads|solo` for another) and one `celery -A tasks beat`;
+with `--workers 1,2` the throughput runs again with a second worker instance beside the first.
 
 A round: wallet A mints 100 sat, sends 7 sat as a token, wallet B receives the token, A melts
 a 5 sat invoice. Each way, per repetition, a fresh pair of wallets runs `--rounds` rounds; an
@@ -37,7 +38,8 @@ floor and the worker ways (bench/peers/common.mjs has the protocol).
 
 Figures (bench/README.md explains them): ms per operation (median over repetitions of each
 repetition's mean) and the ratios worker/floor and worker/Nutshell; throughput with 1, 4, 8
-concurrent clients (processes, each its own pair of wallets); prepare latency of send and
+concurrent clients (processes, each its own pair of wallets) on each number of worker
+instances, with the CPU the mint and the workers used; prepare latency of send and
 melt with N unspent proofs in one wallet (fake proofs inserted straight into the database;
 each prepare is cancelled right after); the worker's peak memory; input fees paid over one
 workload, each way, and each way's balances checked against them.
@@ -901,14 +903,17 @@ def run_benchmark(
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
     peers: list[str] | None = None,
     pool: str = "prefork",
+    workers: list[int] | None = None,
 ) -> dict[str, Any]:
     """The whole benchmark; returns every figure (format_report prints them). `peers`: the
     TypeScript ways to run too (default all of PEER_WAYS; [] for none); `pool`: the worker's
-    (`--pool`), with `-c` the most clients."""
+    (`--pool`), with `-c` the most clients; `workers`: how many worker instances (each a
+    `celery -A tasks worker` of its own, as on as many hosts) serve the throughput runs."""
     import redis
     from worker_harness import start_worker
 
     concurrency = concurrency or [1, 4, 8]
+    workers = workers or [1]
     proofs = proofs if proofs is not None else [10_000, 100_000, 1_000_000]
     peers = list(PEER_WAYS) if peers is None else peers
     unknown = [p for p in peers if p not in PEER_WAYS]
@@ -927,12 +932,14 @@ def run_benchmark(
             "input_fee_ppk": INPUT_FEE_PPK,
             "worker_processes": max(concurrency),
             "pool": pool,
+            "workers": workers,
             "cpus": os.cpu_count(),
             "load_at_start": os.getloadavg()[0],
         }
     }
     mint: RunningMint | None = None
     worker = None
+    more_workers: list[Any] = []  # the throughput runs' second and later instances
     beat: subprocess.Popen[bytes] | None = None
     sampler: MemorySampler | None = None
     running_peers: dict[str, PeerProcess] = {}
@@ -946,13 +953,17 @@ def run_benchmark(
         mint = start_mint(input_fee_ppk=INPUT_FEE_PPK)
         migrate_fresh(database_url)
         redis.Redis.from_url(redis_url).flushdb()
-        worker = start_worker(
-            database_url=database_url,
-            redis_url=redis_url,
-            mnemonic=TEST_MNEMONIC,
-            concurrency=max(concurrency),
-            pool=pool,
-        )
+
+        def new_worker() -> Any:
+            return start_worker(
+                database_url=database_url,
+                redis_url=redis_url,
+                mnemonic=TEST_MNEMONIC,
+                concurrency=max(concurrency),
+                pool=pool,
+            )
+
+        worker = new_worker()
         assert worker.proc is not None and mint.proc is not None
         sampler = MemorySampler(worker.proc.pid).start()
         beat = start_beat(database_url, redis_url, workdir)
@@ -1047,24 +1058,39 @@ def run_benchmark(
         result["raw"] = reps
         result["sends_finalized_by_watcher"] = wait_for_watcher(client, sent_from, timeout=30)
 
-        # --- 3: throughput with concurrent clients ------------------------------------------
+        # --- 3: throughput with concurrent clients, on one worker instance and more -------
         result["throughput"] = []
-        for clients in concurrency:
-            runs = []
-            for rep in range(repeat):
-                log(f"throughput: {clients} client(s), {rounds} rounds each, {rep + 1}/{repeat}")
-                cpu_before = cpu_seconds(mint.proc.pid), cpu_seconds(worker.proc.pid)
-                run = run_clients(clients, rounds, url, redis_url, f"{run_tag}-c{clients}-{rep}")
-                mint_cpu = cpu_seconds(mint.proc.pid) - cpu_before[0]
-                worker_cpu = cpu_seconds(worker.proc.pid) - cpu_before[1]
-                # cores busy over the run (about: the clients start and end within it)
-                run["mint_cores"] = mint_cpu / run["wall_s"]
-                run["worker_cores"] = worker_cpu / run["wall_s"]
-                runs.append(run)
-            best = sorted(runs, key=lambda r: r["rounds_per_s"])[len(runs) // 2]  # the median
-            result["throughput"].append(
-                {**best, "runs_rounds_per_s": [r["rounds_per_s"] for r in runs]}
-            )
+        for instances in workers:
+            while 1 + len(more_workers) < instances:
+                log(f"starting worker instance {2 + len(more_workers)}")
+                more_workers.append(new_worker())
+            worker_pids = [w.proc.pid for w in (worker, *more_workers[: instances - 1])]
+            for clients in concurrency:
+                runs = []
+                for rep in range(repeat):
+                    log(
+                        f"throughput: {instances} worker(s), {clients} client(s), "
+                        f"{rounds} rounds each, {rep + 1}/{repeat}"
+                    )
+                    mint_before = cpu_seconds(mint.proc.pid)
+                    workers_before = sum(cpu_seconds(pid) for pid in worker_pids)
+                    run = run_clients(
+                        clients, rounds, url, redis_url, f"{run_tag}-w{instances}-c{clients}-{rep}"
+                    )
+                    mint_cpu = cpu_seconds(mint.proc.pid) - mint_before
+                    worker_cpu = sum(cpu_seconds(pid) for pid in worker_pids) - workers_before
+                    # cores busy over the run (about: the clients start and end within it)
+                    run["mint_cores"] = mint_cpu / run["wall_s"]
+                    run["worker_cores"] = worker_cpu / run["wall_s"]
+                    runs.append(run)
+                best = sorted(runs, key=lambda r: r["rounds_per_s"])[len(runs) // 2]  # median
+                result["throughput"].append(
+                    {
+                        **best,
+                        "workers": instances,
+                        "runs_rounds_per_s": [r["rounds_per_s"] for r in runs],
+                    }
+                )
 
         # --- 4: prepare latency with many proofs, worker memory ------------------------------
         result["prepare"] = []
@@ -1084,6 +1110,8 @@ def run_benchmark(
         if sampler is not None:
             sampler.stop()
         stop_group(beat)
+        for extra in more_workers:
+            extra.stop()
         if worker is not None:
             worker.stop()
         if mint is not None:
@@ -1202,18 +1230,19 @@ def format_report(result: dict[str, Any]) -> str:
         "",
         f"throughput, cashu-worker ({s['rounds']} rounds per client, each its own wallet pair;"
         " median of the repetitions)",
-        f"{'clients':<9}{'rounds/s':>9}{'ops/s':>9}{'tasks/s':>9}{'ms/round':>10}{'locked':>8}"
+        f"{'workers':<9}{'clients':<9}{'rounds/s':>9}{'ops/s':>9}{'tasks/s':>9}{'ms/round':>10}{'locked':>8}"
         f"{'mint cores':>12}{'worker cores':>14}",
     ]
     for row in result["throughput"]:
         lines.append(
-            f"{row['clients']:<9}{row['rounds_per_s']:>9.2f}{row['ops_per_s']:>9.2f}"
+            f"{row.get('workers', 1):<9}{row['clients']:<9}"
+            f"{row['rounds_per_s']:>9.2f}{row['ops_per_s']:>9.2f}"
             f"{row['tasks_per_s']:>9.1f}{row['round_ms']:>10.0f}{row['lock_waits']:>8}"
             f"{row.get('mint_cores', 0):>12.2f}{row.get('worker_cores', 0):>14.2f}"
         )
     lines.append(
-        f"(cores: CPU seconds per second of the run, of {s['cpus']}; the mint is one Python "
-        "process, so near 1.0 it is the limit)"
+        f"(cores: CPU seconds per second of the run, of {s['cpus']}, the workers' summed; the "
+        "mint is one Python process, so near 1.0 it is the limit)"
     )
     lines += [
         "",
@@ -1281,6 +1310,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork")
+    parser.add_argument(
+        "--workers",
+        type=_int_list,
+        default=[1],
+        help="worker instances for the throughput runs, e.g. 1,2 (default 1)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     result = run_benchmark(
@@ -1293,6 +1328,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=args.redis_url,
         peers=args.peers,
         pool=args.pool,
+        workers=args.workers,
     )
     print(format_report(result), flush=True)
     if args.json:
