@@ -601,7 +601,7 @@ def _prepare(
             amount=needed,
             fee_ppk=fees,
             operation_id=op.id,
-            choose=lambda candidates: _choose_inputs(candidates, needed, exact, fees),
+            choose=lambda candidates: choose_melt_inputs(candidates, needed, exact, fees),
         )
         plan = plan_fees(
             quote.amount,
@@ -697,10 +697,12 @@ class _MeltRequest:
         )
 
 
-def _choose_inputs(
+def choose_melt_inputs(
     candidates: list[Candidate], needed: int, exact: int, fees: dict[str, int]
 ) -> list[Candidate]:
-    """The inputs as they are, unless swapping to `exact` first frees more than it costs."""
+    """What a melt of `needed` (amount + fee reserve) reserves: inputs that cover it as they
+    are, unless swapping them to `exact` (exact_melt_input) first frees more than the
+    swap's inputs cost. Raises InsufficientFundsError when `needed` cannot be covered."""
     direct = select_proofs(candidates, needed, fees)
     direct_fee = input_fee(direct, fees)
     overshoot = sum(c.amount for c in direct) - needed - direct_fee
