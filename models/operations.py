@@ -33,12 +33,12 @@ class Operation(Timestamps, Base):
             unique=True,
             postgresql_where=text("kind <> 'receive'"),
         ),
-        # A token (its quote_id) has one live receive per wallet; a refused (rolled back)
-        # one does not block it, and the mint decides between two wallets' swaps.
+        # A token has one live receive per wallet; a refused (rolled back) one does not
+        # block it, and the mint decides between two wallets' swaps.
         Index(
             "uq_operations_receive_token_wallet",
             "mint_url",
-            "quote_id",
+            "token_hash",
             "wallet",
             unique=True,
             postgresql_where=text("kind = 'receive' AND state <> 'rolled_back'"),
@@ -56,13 +56,15 @@ class Operation(Timestamps, Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     wallet: Mapped[str] = mapped_column(Text, nullable=False)
     kind: Mapped[str] = mapped_column(Text, nullable=False)  # mint, melt, send, receive
-    method: Mapped[str] = mapped_column(Text, nullable=False, default="bolt11")
+    method: Mapped[str | None] = mapped_column(Text)  # a mint's or melt's: bolt11
     state: Mapped[str] = mapped_column(Text, nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     mint_url: Mapped[str] = mapped_column(Text, nullable=False)
     unit: Mapped[str] = mapped_column(Text, nullable=False, default="sat")
     amount: Mapped[int | None] = mapped_column(BigInteger)
-    quote_id: Mapped[str | None] = mapped_column(Text)
+    quote_id: Mapped[str | None] = mapped_column(Text)  # a mint's or melt's
+    # A receive's: the hash of its token's proofs' Ys, so a double receive is refused.
+    token_hash: Mapped[str | None] = mapped_column(Text)
     # What the saga needs to finish or undo: outputs, counter ranges, fees, token...
     data: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
     error_code: Mapped[str | None] = mapped_column(Text)

@@ -18,40 +18,47 @@ class CashuError(Exception):
     """Base of every error raised by cashu-worker."""
 
     code: str = "CASHU_ERROR"
+    # What callers see when it is raised without a message; the docstring is free to change.
+    default_message: str = "Base of every error raised by cashu-worker."
 
     def __init__(self, message: str = "") -> None:
-        super().__init__(message or self.__class__.__doc__ or self.code)
-        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
 
 
 class InvalidTokenError(CashuError):
     """The token could not be decoded or is not a valid Cashu token."""
 
     code = "INVALID_TOKEN"
+    default_message = "The token could not be decoded or is not a valid Cashu token."
 
 
 class KeysetError(CashuError):
     """A keyset is not what it claims to be, or cannot be found."""
 
     code = "KEYSET_ERROR"
+    default_message = "A keyset is not what it claims to be, or cannot be found."
 
 
 class KeysetIdMismatchError(KeysetError):
     """The mint's keys do not hash to the keyset id it claims."""
 
     code = "KEYSET_ID_MISMATCH"
+    default_message = "The mint's keys do not hash to the keyset id it claims."
 
 
 class UnknownKeysetError(KeysetError):
     """No known keyset has this id."""
 
     code = "UNKNOWN_KEYSET"
+    default_message = "No known keyset has this id."
 
 
 class AmbiguousKeysetIdError(KeysetError):
     """A short keyset id matches more than one known keyset."""
 
     code = "AMBIGUOUS_KEYSET_ID"
+    default_message = "A short keyset id matches more than one known keyset."
 
 
 class InsufficientFundsError(CashuError):
@@ -70,6 +77,9 @@ class InvalidSignatureError(CashuError):
     """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
 
     code = "INVALID_SIGNATURE"
+    default_message = (
+        "A signature from the mint (or in a token) does not verify: DLEQ or otherwise."
+    )
 
 
 # --- Answers from a mint -------------------------------------------------------------------------
@@ -83,10 +93,13 @@ class MintRejectedError(CashuError):
     """
 
     code = "MINT_REJECTED"
+    default_message = (
+        "The mint refused the request (a 4xx answer); nothing changed at the mint because of it."
+    )
     mint_code: int | None = None
 
     def __init__(self, detail: str = "", *, mint_code: int | None = None, status_code: int = 400):
-        self.detail = detail or (self.__class__.__doc__ or "").strip().splitlines()[0]
+        self.detail = detail or self.default_message
         if mint_code is not None:
             self.mint_code = mint_code
         self.status_code = status_code
@@ -103,6 +116,7 @@ class ProofVerificationFailedError(MintRejectedError):
     """Proof verification failed (NUT error 10001)."""
 
     code = "PROOF_VERIFICATION_FAILED"
+    default_message = "Proof verification failed (NUT error 10001)."
     mint_code = 10001
 
 
@@ -114,6 +128,7 @@ class ProofsAlreadySpentError(MintRejectedError):
     """
 
     code = "PROOFS_ALREADY_SPENT"
+    default_message = "Proofs already spent (11001)."
     mint_code = 11001
 
 
@@ -121,6 +136,7 @@ class ProofsPendingError(MintRejectedError):
     """Proofs are pending in another request (11002); they are not spendable yet."""
 
     code = "PROOFS_PENDING"
+    default_message = "Proofs are pending in another request (11002); they are not spendable yet."
     mint_code = 11002
 
 
@@ -131,6 +147,7 @@ class OutputsAlreadySignedError(MintRejectedError):
     """
 
     code = "OUTPUTS_ALREADY_SIGNED"
+    default_message = "Outputs already signed (11003); restore (NUT-09) gets their signatures back."
     mint_code = 11003
 
 
@@ -138,6 +155,9 @@ class OutputsPendingError(MintRejectedError):
     """Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."""
 
     code = "OUTPUTS_PENDING"
+    default_message = (
+        "Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."
+    )
     mint_code = 11004
 
 
@@ -145,6 +165,7 @@ class TransactionNotBalancedError(MintRejectedError):
     """Transaction is not balanced: inputs != outputs + fees (11005)."""
 
     code = "TRANSACTION_NOT_BALANCED"
+    default_message = "Transaction is not balanced: inputs != outputs + fees (11005)."
     mint_code = 11005
 
 
@@ -152,6 +173,7 @@ class AmountOutsideLimitError(MintRejectedError):
     """Amount outside of the mint's limit range (11006)."""
 
     code = "AMOUNT_OUTSIDE_LIMIT"
+    default_message = "Amount outside of the mint's limit range (11006)."
     mint_code = 11006
 
 
@@ -159,6 +181,7 @@ class DuplicateInputsError(MintRejectedError):
     """Duplicate inputs provided (11007)."""
 
     code = "DUPLICATE_INPUTS"
+    default_message = "Duplicate inputs provided (11007)."
     mint_code = 11007
 
 
@@ -166,6 +189,7 @@ class DuplicateOutputsError(MintRejectedError):
     """Duplicate outputs provided (11008)."""
 
     code = "DUPLICATE_OUTPUTS"
+    default_message = "Duplicate outputs provided (11008)."
     mint_code = 11008
 
 
@@ -173,6 +197,7 @@ class MultipleUnitsError(MintRejectedError):
     """Inputs or outputs of multiple units (11009)."""
 
     code = "MULTIPLE_UNITS"
+    default_message = "Inputs or outputs of multiple units (11009)."
     mint_code = 11009
 
 
@@ -180,6 +205,7 @@ class UnitMismatchError(MintRejectedError):
     """Inputs and outputs are not of the same unit (11010)."""
 
     code = "UNIT_MISMATCH"
+    default_message = "Inputs and outputs are not of the same unit (11010)."
     mint_code = 11010
 
 
@@ -187,6 +213,7 @@ class AmountlessInvoiceNotSupportedError(MintRejectedError):
     """Amountless invoice is not supported (11011)."""
 
     code = "AMOUNTLESS_INVOICE_NOT_SUPPORTED"
+    default_message = "Amountless invoice is not supported (11011)."
     mint_code = 11011
 
 
@@ -194,6 +221,7 @@ class InvoiceAmountMismatchError(MintRejectedError):
     """Amount in the request does not equal the invoice's (11012)."""
 
     code = "INVOICE_AMOUNT_MISMATCH"
+    default_message = "Amount in the request does not equal the invoice's (11012)."
     mint_code = 11012
 
 
@@ -201,6 +229,7 @@ class UnitNotSupportedError(MintRejectedError):
     """Unit in the request is not supported (11013)."""
 
     code = "UNIT_NOT_SUPPORTED"
+    default_message = "Unit in the request is not supported (11013)."
     mint_code = 11013
 
 
@@ -208,6 +237,7 @@ class MaxInputsExceededError(MintRejectedError):
     """Too many inputs in one request (11014)."""
 
     code = "MAX_INPUTS_EXCEEDED"
+    default_message = "Too many inputs in one request (11014)."
     mint_code = 11014
 
 
@@ -215,6 +245,7 @@ class MaxOutputsExceededError(MintRejectedError):
     """Too many outputs in one request (11015)."""
 
     code = "MAX_OUTPUTS_EXCEEDED"
+    default_message = "Too many outputs in one request (11015)."
     mint_code = 11015
 
 
@@ -222,6 +253,7 @@ class DuplicateQuoteIdsError(MintRejectedError):
     """Duplicate quote ids in a batch request (11016, NUT-29)."""
 
     code = "DUPLICATE_QUOTE_IDS"
+    default_message = "Duplicate quote ids in a batch request (11016, NUT-29)."
     mint_code = 11016
 
 
@@ -229,6 +261,7 @@ class BatchSizeExceededError(MintRejectedError):
     """Batch too large (11017, NUT-29)."""
 
     code = "BATCH_SIZE_EXCEEDED"
+    default_message = "Batch too large (11017, NUT-29)."
     mint_code = 11017
 
 
@@ -236,6 +269,7 @@ class MintKeysetUnknownError(MintRejectedError):
     """The mint does not know this keyset (12001)."""
 
     code = "MINT_KEYSET_UNKNOWN"
+    default_message = "The mint does not know this keyset (12001)."
     mint_code = 12001
 
 
@@ -243,6 +277,7 @@ class KeysetInactiveError(MintRejectedError):
     """Keyset is inactive and cannot sign new outputs (12002); refresh keysets."""
 
     code = "KEYSET_INACTIVE"
+    default_message = "Keyset is inactive and cannot sign new outputs (12002); refresh keysets."
     mint_code = 12002
 
 
@@ -250,6 +285,7 @@ class KeysetExpiredError(MintRejectedError):
     """Keyset has expired (12003)."""
 
     code = "KEYSET_EXPIRED"
+    default_message = "Keyset has expired (12003)."
     mint_code = 12003
 
 
@@ -257,6 +293,7 @@ class QuoteNotPaidError(MintRejectedError):
     """Mint quote is not paid yet (20001)."""
 
     code = "QUOTE_NOT_PAID"
+    default_message = "Mint quote is not paid yet (20001)."
     mint_code = 20001
 
 
@@ -264,6 +301,9 @@ class QuoteAlreadyIssuedError(MintRejectedError):
     """Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."""
 
     code = "QUOTE_ALREADY_ISSUED"
+    default_message = (
+        "Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."
+    )
     mint_code = 20002
 
 
@@ -271,6 +311,7 @@ class MintingDisabledError(MintRejectedError):
     """Minting is disabled at this mint (20003)."""
 
     code = "MINTING_DISABLED"
+    default_message = "Minting is disabled at this mint (20003)."
     mint_code = 20003
 
 
@@ -278,6 +319,9 @@ class LightningPaymentFailedError(MintRejectedError):
     """The mint's Lightning payment failed (20004); the mint has released the inputs."""
 
     code = "LIGHTNING_PAYMENT_FAILED"
+    default_message = (
+        "The mint's Lightning payment failed (20004); the mint has released the inputs."
+    )
     mint_code = 20004
 
 
@@ -285,6 +329,7 @@ class QuotePendingError(MintRejectedError):
     """Quote is pending (20005): a payment for it is in flight."""
 
     code = "QUOTE_PENDING"
+    default_message = "Quote is pending (20005): a payment for it is in flight."
     mint_code = 20005
 
 
@@ -292,6 +337,7 @@ class InvoiceAlreadyPaidError(MintRejectedError):
     """Invoice already paid (20006)."""
 
     code = "INVOICE_ALREADY_PAID"
+    default_message = "Invoice already paid (20006)."
     mint_code = 20006
 
 
@@ -299,6 +345,7 @@ class QuoteExpiredError(MintRejectedError):
     """Quote is expired (20007), or found past its expiry unpaid (`past_expiry`)."""
 
     code = "QUOTE_EXPIRED"
+    default_message = "Quote is expired (20007), or found past its expiry unpaid (`past_expiry`)."
     mint_code = 20007
 
     @classmethod
@@ -314,6 +361,7 @@ class QuoteSignatureInvalidError(MintRejectedError):
     """NUT-20 signature on the mint request is invalid (20008)."""
 
     code = "QUOTE_SIGNATURE_INVALID"
+    default_message = "NUT-20 signature on the mint request is invalid (20008)."
     mint_code = 20008
 
 
@@ -321,6 +369,7 @@ class QuotePubkeyRequiredError(MintRejectedError):
     """The mint requires a NUT-20 pubkey on the mint quote (20009)."""
 
     code = "QUOTE_PUBKEY_REQUIRED"
+    default_message = "The mint requires a NUT-20 pubkey on the mint quote (20009)."
     mint_code = 20009
 
 
@@ -328,6 +377,7 @@ class ClearAuthRequiredError(MintRejectedError):
     """Endpoint requires clear auth (30001, NUT-21)."""
 
     code = "CLEAR_AUTH_REQUIRED"
+    default_message = "Endpoint requires clear auth (30001, NUT-21)."
     mint_code = 30001
 
 
@@ -335,6 +385,7 @@ class ClearAuthFailedError(MintRejectedError):
     """Clear authentication failed (30002, NUT-21)."""
 
     code = "CLEAR_AUTH_FAILED"
+    default_message = "Clear authentication failed (30002, NUT-21)."
     mint_code = 30002
 
 
@@ -342,6 +393,7 @@ class BlindAuthRequiredError(MintRejectedError):
     """Endpoint requires blind auth (31001, NUT-22)."""
 
     code = "BLIND_AUTH_REQUIRED"
+    default_message = "Endpoint requires blind auth (31001, NUT-22)."
     mint_code = 31001
 
 
@@ -349,6 +401,7 @@ class BlindAuthFailedError(MintRejectedError):
     """Blind authentication failed (31002, NUT-22)."""
 
     code = "BLIND_AUTH_FAILED"
+    default_message = "Blind authentication failed (31002, NUT-22)."
     mint_code = 31002
 
 
@@ -356,6 +409,7 @@ class BlindAuthAmountExceededError(MintRejectedError):
     """Maximum blind auth token mint amount exceeded (31003, NUT-22)."""
 
     code = "BLIND_AUTH_AMOUNT_EXCEEDED"
+    default_message = "Maximum blind auth token mint amount exceeded (31003, NUT-22)."
     mint_code = 31003
 
 
@@ -363,6 +417,7 @@ class BlindAuthRateLimitError(MintRejectedError):
     """Blind auth token mint rate limit exceeded (31004, NUT-22)."""
 
     code = "BLIND_AUTH_RATE_LIMIT"
+    default_message = "Blind auth token mint rate limit exceeded (31004, NUT-22)."
     mint_code = 31004
 
 
@@ -474,18 +529,21 @@ class MintAmbiguousError(CashuError):
     """
 
     code = "MINT_AMBIGUOUS"
+    default_message = "The request may or may not have taken effect at the mint."
 
 
 class MintTimeoutError(MintAmbiguousError):
     """The mint did not answer in time."""
 
     code = "MINT_TIMEOUT"
+    default_message = "The mint did not answer in time."
 
 
 class MintUnreachableError(MintAmbiguousError):
     """The mint could not be connected to."""
 
     code = "MINT_UNREACHABLE"
+    default_message = "The mint could not be connected to."
 
 
 class MintRefusedWithoutCodeError(MintAmbiguousError):
@@ -496,12 +554,16 @@ class MintRefusedWithoutCodeError(MintAmbiguousError):
     """
 
     code = "MINT_REFUSED_WITHOUT_CODE"
+    default_message = (
+        "The mint answered 4xx to a request that changes state, without a NUT error code."
+    )
 
 
 class MintServerError(MintAmbiguousError):
     """The mint answered with a 5xx."""
 
     code = "MINT_SERVER_ERROR"
+    default_message = "The mint answered with a 5xx."
 
     def __init__(self, status_code: int, body: str = "", message: str = "") -> None:
         self.status_code = status_code

@@ -113,6 +113,7 @@ class SagaSpec:
     terminal: frozenset[str]
     event_prefix: str
     evented: frozenset[str]  # states whose arrival publishes an event
+    public_columns: tuple[str, ...]  # columns of its kind shown besides every kind's
     public_data: tuple[str, ...]  # keys of Operation.data shown to callers
 
 
@@ -369,13 +370,13 @@ def operation_view(op: Operation) -> dict[str, Any]:
         "id": str(op.id),
         "wallet": op.wallet,
         "kind": op.kind,
-        "method": op.method,
         "state": op.state,
         "mint_url": op.mint_url,
         "unit": op.unit,
         "amount": op.amount,
-        "quote_id": op.quote_id,
     }
+    for column in spec.public_columns:
+        view[column] = getattr(op, column)
     for key in spec.public_data:
         if key in op.data:
             view[key] = op.data[key]

@@ -198,6 +198,7 @@ SPEC = register(
         evented=frozenset(
             {MeltState.PREPARED, MeltState.PENDING, MeltState.FINALIZED, MeltState.ROLLED_BACK}
         ),
+        public_columns=("method", "quote_id"),
         public_data=(
             "request",
             "fee_reserve",
@@ -397,7 +398,7 @@ def check(ctx: SagaContext, operation_id: str | uuid.UUID) -> Progress:
         if op.state not in (MeltState.PENDING, MeltState.EXECUTING, MeltState.ROLLING_BACK):
             return Progress(operation_view(op))
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, state, method = op.id, op.state, op.method
+        op_id, state, method = op.id, op.state, present(op.method, "method")
         quote_id = present(op.quote_id, "quote_id")
     if state == MeltState.ROLLING_BACK:
         return Progress(_resume_reclaim(ctx, op_id))
@@ -449,7 +450,7 @@ def reclaim(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
     """Take back the inputs of a pending melt whose quote the mint confirms UNPAID (a swap)."""
     with ctx.uow() as session:
         op = get_operation(session, operation_id, KIND)
-        op_id, state, method = op.id, op.state, op.method
+        op_id, state, method = op.id, op.state, present(op.method, "method")
         quote_id = present(op.quote_id, "quote_id")
         if state not in (MeltState.ROLLING_BACK, MeltState.PENDING):
             raise InvalidStateError(f"only a pending melt can be reclaimed, this one is {state}")
@@ -600,7 +601,7 @@ def _prepare(
             amount=needed,
             fee_ppk=fees,
             operation_id=op.id,
-            choose=lambda candidates: _choose_inputs(candidates, needed, exact, fees),
+            choose=lambda candidates: choose_melt_inputs(candidates, needed, exact, fees),
         )
         plan = plan_fees(
             quote.amount,
@@ -677,7 +678,7 @@ class _MeltRequest:
             op.id,
             op.mint_url,
             present(op.quote_id, "quote_id"),
-            op.method,
+            present(op.method, "method"),
             inputs,
             blanks,
             keysets,
@@ -696,10 +697,12 @@ class _MeltRequest:
         )
 
 
-def _choose_inputs(
+def choose_melt_inputs(
     candidates: list[Candidate], needed: int, exact: int, fees: dict[str, int]
 ) -> list[Candidate]:
-    """The inputs as they are, unless swapping to `exact` first frees more than it costs."""
+    """What a melt of `needed` (amount + fee reserve) reserves: inputs that cover it as they
+    are, unless swapping them to `exact` (exact_melt_input) first frees more than the
+    swap's inputs cost. Raises InsufficientFundsError when `needed` cannot be covered."""
     direct = select_proofs(candidates, needed, fees)
     direct_fee = input_fee(direct, fees)
     overshoot = sum(c.amount for c in direct) - needed - direct_fee

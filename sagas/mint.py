@@ -124,6 +124,7 @@ SPEC = register(
         evented=frozenset(
             {MintState.PENDING, MintState.EXECUTING, MintState.FINALIZED, MintState.FAILED}
         ),
+        public_columns=("method", "quote_id"),
         public_data=("request", "expiry", "quote_state", "minted_amount"),
     )
 )
@@ -258,7 +259,7 @@ def refresh(ctx: SagaContext, operation_id: str | uuid.UUID) -> dict[str, Any]:
         if op.state in SPEC.terminal or op.state == MintState.INIT:
             return operation_view(op)
         mint_url = require_trusted_mint(session, op.mint_url)
-        op_id, state, method = op.id, op.state, op.method
+        op_id, state, method = op.id, op.state, present(op.method, "method")
         quote_id = present(op.quote_id, "quote_id")
     try:
         quote = ctx.mint_client(mint_url).check_mint_quote(quote_id, method)
@@ -353,7 +354,7 @@ class _MintRequest:
             mint_url=op.mint_url,
             quote_id=present(op.quote_id, "quote_id"),
             wallet=op.wallet,
-            method=op.method,
+            method=present(op.method, "method"),
             locked=mint_data(op).get("locked", False),
             keysets=keysets,
         )

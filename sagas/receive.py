@@ -7,7 +7,7 @@
 prepare decodes and checks the token offline (mint trusted, keysets known,
 every DLEQ present verified, a P2PK lock we can sign) and reports amount and
 fee. execute writes our outputs ahead and swaps. One operation per token: its
-proofs' Ys hash to the operation's quote_id, so a double receive is refused.
+proofs' Ys hash to the operation's token_hash, so a double receive is refused.
 
 Recovery from executing asks the mint: inputs all UNSPENT -> redo the swap
 with the same outputs; all SPENT -> restore our outputs (ours: finalized;
@@ -126,6 +126,7 @@ SPEC = register(
                 ReceiveState.FAILED,
             }
         ),
+        public_columns=("token_hash",),
         public_data=("fee", "token_amount", "memo"),
     )
 )
@@ -139,7 +140,7 @@ class _CheckedToken:
     mint_url: str
     keysets: dict[str, Keyset]
     fee: int
-    token_id: str  # the operation's quote_id: one operation per token
+    token_hash: str
 
 
 def prepare(
@@ -260,8 +261,8 @@ def _check_token(ctx: SagaContext, wallet: str, token: str, trust_mint: bool) ->
     fee = input_fee(parsed.proofs, fee_ppk(keysets))
     if parsed.amount <= fee:
         raise InvalidTokenError(f"token worth {parsed.amount} does not cover its fee {fee}")
-    token_id = hashlib.sha256("".join(sorted(ys)).encode())
-    return _CheckedToken(parsed, mint_url, keysets, fee, token_id.hexdigest())
+    token_hash = hashlib.sha256("".join(sorted(ys)).encode()).hexdigest()
+    return _CheckedToken(parsed, mint_url, keysets, fee, token_hash)
 
 
 def _record_prepared(
@@ -292,7 +293,7 @@ def _record_prepared(
                 mint_url=checked.mint_url,
                 unit=token.unit,
                 amount=token.amount - checked.fee,
-                quote_id=checked.token_id,
+                token_hash=checked.token_hash,
                 notify_task=notify_task,
                 data=ReceiveData(
                     fee=checked.fee,
@@ -317,7 +318,7 @@ def _live_receive(session: Session, wallet: str, checked: _CheckedToken) -> Oper
         select(Operation).where(
             Operation.mint_url == checked.mint_url,
             Operation.kind == KIND,
-            Operation.quote_id == checked.token_id,
+            Operation.token_hash == checked.token_hash,
             Operation.state != ReceiveState.ROLLED_BACK,
         )
     ).all()

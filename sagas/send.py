@@ -141,6 +141,7 @@ SPEC = register(
         evented=frozenset(
             {SendState.PREPARED, SendState.PENDING, SendState.FINALIZED, SendState.ROLLED_BACK}
         ),
+        public_columns=(),
         public_data=(
             "fee",
             "input_amount",

@@ -21,6 +21,9 @@ class TooManyDeliveriesError(SagaError):
     """The task's message was delivered too many times (its worker kept dying): given up."""
 
     code = "TOO_MANY_DELIVERIES"
+    default_message = (
+        "The task's message was delivered too many times (its worker kept dying): given up."
+    )
     severity = Severity.CRITICAL  # the step keeps killing workers: a person must look
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -17,8 +18,9 @@ TEST_MNEMONIC = "half depart obvious quality work element tank gorilla view suga
 REPO = Path(__file__).resolve().parent.parent
 
 
-def migrate_fresh(url: str) -> str:
-    """Create the database if missing, empty its schema, and run alembic upgrade head."""
+def migrate_fresh(url: str, revision: str = "head") -> str:
+    """Create the database if missing, empty its schema, and run alembic upgrade to
+    `revision`."""
     target = make_url(url)
     admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -35,6 +37,12 @@ def migrate_fresh(url: str) -> str:
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
 
+    migrate(url, "upgrade", revision)
+    return url
+
+
+def migrate(url: str, direction: Literal["upgrade", "downgrade"], revision: str) -> None:
+    """alembic upgrade (or downgrade) `url`'s database to `revision`."""
     from alembic.config import Config
 
     from alembic import command
@@ -44,10 +52,9 @@ def migrate_fresh(url: str) -> str:
     previous = os.environ.get("DATABASE_URL")
     os.environ["DATABASE_URL"] = url
     try:
-        command.upgrade(config, "head")
+        getattr(command, direction)(config, revision)
     finally:
         if previous is None:
             os.environ.pop("DATABASE_URL")
         else:
             os.environ["DATABASE_URL"] = previous
-    return url

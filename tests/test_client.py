@@ -35,6 +35,8 @@ from cashu_client import (
 )
 from cashu_client import errors as client_errors
 from cashu_client.cli import main
+from nuts import errors as nuts_errors
+from sagas import errors as saga_errors
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT_VENV = REPO / ".test-mints" / "client-venv"  # git-ignored
@@ -132,6 +134,44 @@ def test_every_worker_error_has_its_class_and_code() -> None:
     assert issubclass(client_errors.QuoteExpiredError, MintRejectedError)
     assert InsufficientBalanceError.code == "INSUFFICIENT_BALANCE"
     assert issubclass(TaskTimeoutError, TimeoutError) and TaskTimeoutError.code == "TASK_TIMEOUT"
+
+
+SPENT = "The token was already claimed (its proofs are spent at the mint)."
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            nuts_errors.InvalidTokenError(),
+            "The token could not be decoded or is not a valid Cashu token.",
+        ),
+        (saga_errors.TokenAlreadySpentError(), SPENT),
+        (
+            nuts_errors.ProofsAlreadySpentError(mint_code=11001),
+            "mint rejected the request (HTTP 400, code 11001): Proofs already spent (11001).",
+        ),
+        (client_errors.TokenAlreadySpentError(), SPENT),
+        (saga_errors.SagaError(), "SAGA_ERROR"),  # no message of its own: its code
+    ],
+)
+def test_an_error_raised_without_a_message_says_its_default_message(
+    error: Exception, message: str
+) -> None:
+    assert str(error) == message
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [nuts_errors.InvalidTokenError, nuts_errors.ProofsAlreadySpentError, client_errors.BrokerError],
+)
+def test_editing_an_errors_docstring_leaves_its_message_alone(
+    cls: type[Exception], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = str(cls())
+    monkeypatch.setattr(cls, "__doc__", "Reworded.")
+
+    assert str(cls()) == before
 
 
 def test_an_error_the_client_does_not_know_arrives_as_unknown_with_its_remote_type() -> None:

@@ -1,18 +1,71 @@
-"""The fee decisions as pure functions (sagas/melt.py, sagas/send.py): which amount the melt request
-spends, whether a pre-swap pays for itself, what the worst case costs, and how much the
-pre-swap gives back. Fast: no mint, no database (the end-to-end tests are in
-tests/test_melt_saga.py and tests/test_tasks_melt.py)."""
+"""The fee decisions as pure functions (sagas/melt.py, sagas/send.py): which inputs a melt
+reserves, which amount the melt request spends, whether a pre-swap pays for itself, what
+the worst case costs, and how much the pre-swap gives back. Fast: no mint, no database
+(the end-to-end tests are in tests/test_melt_saga.py and tests/test_tasks_melt.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nuts.amounts import fee_for_ppks, split_amount
-from sagas.melt import exact_melt_input, keep_amount, plan_fees
+from nuts.amounts import (
+    InsufficientFundsError,
+    fee_for_ppks,
+    input_fee,
+    select_proofs,
+    split_amount,
+)
+from sagas.melt import choose_melt_inputs, exact_melt_input, keep_amount, plan_fees
+from sagas.proofs import Candidate
 from sagas.send import receiver_fee
 
 PPK = 100  # the test mint's input fee
+SAT_PER_INPUT = {"k": 1000}  # a keyset whose inputs cost one sat each, for round figures
+
+
+def melt_inputs(needed: int, *amounts: int) -> list[int]:
+    """The amounts of the inputs a melt of `needed` reserves from proofs of `amounts`."""
+    candidates = [Candidate(row_id=n, amount=a, id="k") for n, a in enumerate(amounts)]
+    exact = exact_melt_input(needed, SAT_PER_INPUT["k"])
+    return [c.amount for c in choose_melt_inputs(candidates, needed, exact, SAT_PER_INPUT)]
+
+
+def test_a_melt_reserves_inputs_that_fit_as_they_are() -> None:
+    assert melt_inputs(10, 8, 4) == [8, 4]  # 12 = 10 + their fee of 2
+
+
+def test_a_melt_reserves_the_inputs_of_the_exact_swap_when_the_overshoot_pays_for_it() -> None:
+    # 16 alone overshoots 12 + its fee by 3; swapping 16 + 2 to 16 costs 2 and frees 3
+    assert exact_melt_input(12, 1000) == 16
+    assert melt_inputs(12, 16, 2) == [16, 2]
+
+
+def test_a_melt_keeps_the_direct_inputs_when_the_swap_costs_what_it_frees() -> None:
+    # 8 overshoots 5 + its fee by 2; the swap of 8 + 2 to 8 would cost 2
+    assert melt_inputs(5, 8, 2) == [8]
+
+
+def test_a_melt_keeps_the_direct_inputs_when_the_wallet_cannot_cover_the_exact_swap() -> None:
+    # 8 covers 5 + its fee, not the exact 8 + the swap's fee
+    assert melt_inputs(5, 8) == [8]
+
+
+@given(
+    amounts=st.lists(st.sampled_from([2**n for n in range(11)]), min_size=1, max_size=12),
+    needed=st.integers(1, 4096),
+    ppk=st.integers(0, 2000),
+)
+def test_a_melt_never_reserves_less_than_it_needs_plus_the_inputs_fee(
+    amounts: list[int], needed: int, ppk: int
+) -> None:
+    candidates = [Candidate(row_id=n, amount=a, id="k") for n, a in enumerate(amounts)]
+    fees = {"k": ppk}
+    try:
+        select_proofs(candidates, needed, fees)
+    except InsufficientFundsError:
+        return  # the wallet cannot pay at all: prepare refuses
+    chosen = choose_melt_inputs(candidates, needed, exact_melt_input(needed, ppk), fees)
+    assert sum(c.amount for c in chosen) >= needed + input_fee(chosen, fees)
 
 
 def test_inputs_that_fit_are_melted_as_they_are() -> None:
