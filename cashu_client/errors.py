@@ -76,7 +76,7 @@ def _rebuild(cls: type[CashuWorkerError], code: str, message: str, *rest: Any) -
 class _CodedError(CashuWorkerError):
     """A subclass for one stable code: `SomeError(message)`; the code is the class's."""
 
-    # What it says when made without a message; the docstring is free to change.
+    # What it says when made without a message (as the worker's errors: nuts/errors.py).
     default_message: str = ""
 
     def __init__(self, message: str = "", **kwargs: Any) -> None:
@@ -95,8 +95,6 @@ class TaskTimeoutError(_CodedError, TimeoutError):
 
 
 class BrokerError(_CodedError, ConnectionError):
-    """The broker or the result backend could not be reached (sending or waiting)."""
-
     code = "BROKER_ERROR"
     default_message = "The broker or the result backend could not be reached (sending or waiting)."
 
@@ -105,43 +103,31 @@ class BrokerError(_CodedError, ConnectionError):
 
 
 class InvalidTokenError(_CodedError):
-    """The token could not be decoded or is not a valid Cashu token."""
-
     code = "INVALID_TOKEN"
     default_message = "The token could not be decoded or is not a valid Cashu token."
 
 
 class KeysetError(_CodedError):
-    """A keyset is not what it claims to be, or cannot be found."""
-
     code = "KEYSET_ERROR"
     default_message = "A keyset is not what it claims to be, or cannot be found."
 
 
 class KeysetIdMismatchError(KeysetError):
-    """The mint's keys do not hash to the keyset id it claims."""
-
     code = "KEYSET_ID_MISMATCH"
     default_message = "The mint's keys do not hash to the keyset id it claims."
 
 
 class UnknownKeysetError(KeysetError):
-    """No known keyset has this id."""
-
     code = "UNKNOWN_KEYSET"
     default_message = "No known keyset has this id."
 
 
 class AmbiguousKeysetIdError(KeysetError):
-    """A short keyset id matches more than one known keyset."""
-
     code = "AMBIGUOUS_KEYSET_ID"
     default_message = "A short keyset id matches more than one known keyset."
 
 
 class InsufficientFundsError(_CodedError):
-    """The candidates cannot cover the amount plus the fee of spending them (coin selection)."""
-
     code = "INSUFFICIENT_FUNDS"
     default_message = (
         "The candidates cannot cover the amount plus the fee of spending them (coin selection)."
@@ -149,8 +135,6 @@ class InsufficientFundsError(_CodedError):
 
 
 class InvalidSignatureError(_CodedError):
-    """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
-
     code = "INVALID_SIGNATURE"
     default_message = (
         "A signature from the mint (or in a token) does not verify: DLEQ or otherwise."
@@ -158,8 +142,6 @@ class InvalidSignatureError(_CodedError):
 
 
 class MintRejectedError(_CodedError):
-    """The mint refused the request (a 4xx answer); nothing changed at the mint because of it."""
-
     code = "MINT_REJECTED"
     default_message = (
         "The mint refused the request (a 4xx answer); nothing changed at the mint because of it."
@@ -167,36 +149,26 @@ class MintRejectedError(_CodedError):
 
 
 class ProofVerificationFailedError(MintRejectedError):
-    """Proof verification failed (NUT error 10001)."""
-
     code = "PROOF_VERIFICATION_FAILED"
     default_message = "Proof verification failed (NUT error 10001)."
 
 
 class ProofsAlreadySpentError(MintRejectedError):
-    """Proofs already spent (11001)."""
-
     code = "PROOFS_ALREADY_SPENT"
     default_message = "Proofs already spent (11001)."
 
 
 class ProofsPendingError(MintRejectedError):
-    """Proofs are pending in another request (11002); they are not spendable yet."""
-
     code = "PROOFS_PENDING"
     default_message = "Proofs are pending in another request (11002); they are not spendable yet."
 
 
 class OutputsAlreadySignedError(MintRejectedError):
-    """Outputs already signed (11003); restore (NUT-09) gets their signatures back."""
-
     code = "OUTPUTS_ALREADY_SIGNED"
     default_message = "Outputs already signed (11003); restore (NUT-09) gets their signatures back."
 
 
 class OutputsPendingError(MintRejectedError):
-    """Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."""
-
     code = "OUTPUTS_PENDING"
     default_message = (
         "Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."
@@ -204,127 +176,91 @@ class OutputsPendingError(MintRejectedError):
 
 
 class TransactionNotBalancedError(MintRejectedError):
-    """Transaction is not balanced: inputs != outputs + fees (11005)."""
-
     code = "TRANSACTION_NOT_BALANCED"
     default_message = "Transaction is not balanced: inputs != outputs + fees (11005)."
 
 
 class AmountOutsideLimitError(MintRejectedError):
-    """Amount outside of the mint's limit range (11006)."""
-
     code = "AMOUNT_OUTSIDE_LIMIT"
     default_message = "Amount outside of the mint's limit range (11006)."
 
 
 class DuplicateInputsError(MintRejectedError):
-    """Duplicate inputs provided (11007)."""
-
     code = "DUPLICATE_INPUTS"
     default_message = "Duplicate inputs provided (11007)."
 
 
 class DuplicateOutputsError(MintRejectedError):
-    """Duplicate outputs provided (11008)."""
-
     code = "DUPLICATE_OUTPUTS"
     default_message = "Duplicate outputs provided (11008)."
 
 
 class MultipleUnitsError(MintRejectedError):
-    """Inputs or outputs of multiple units (11009)."""
-
     code = "MULTIPLE_UNITS"
     default_message = "Inputs or outputs of multiple units (11009)."
 
 
 class UnitMismatchError(MintRejectedError):
-    """Inputs and outputs are not of the same unit (11010)."""
-
     code = "UNIT_MISMATCH"
     default_message = "Inputs and outputs are not of the same unit (11010)."
 
 
 class AmountlessInvoiceNotSupportedError(MintRejectedError):
-    """Amountless invoice is not supported (11011)."""
-
     code = "AMOUNTLESS_INVOICE_NOT_SUPPORTED"
     default_message = "Amountless invoice is not supported (11011)."
 
 
 class InvoiceAmountMismatchError(MintRejectedError):
-    """Amount in the request does not equal the invoice's (11012)."""
-
     code = "INVOICE_AMOUNT_MISMATCH"
     default_message = "Amount in the request does not equal the invoice's (11012)."
 
 
 class UnitNotSupportedError(MintRejectedError):
-    """Unit in the request is not supported (11013)."""
-
     code = "UNIT_NOT_SUPPORTED"
     default_message = "Unit in the request is not supported (11013)."
 
 
 class MaxInputsExceededError(MintRejectedError):
-    """Too many inputs in one request (11014)."""
-
     code = "MAX_INPUTS_EXCEEDED"
     default_message = "Too many inputs in one request (11014)."
 
 
 class MaxOutputsExceededError(MintRejectedError):
-    """Too many outputs in one request (11015)."""
-
     code = "MAX_OUTPUTS_EXCEEDED"
     default_message = "Too many outputs in one request (11015)."
 
 
 class DuplicateQuoteIdsError(MintRejectedError):
-    """Duplicate quote ids in a batch request (11016, NUT-29)."""
-
     code = "DUPLICATE_QUOTE_IDS"
     default_message = "Duplicate quote ids in a batch request (11016, NUT-29)."
 
 
 class BatchSizeExceededError(MintRejectedError):
-    """Batch too large (11017, NUT-29)."""
-
     code = "BATCH_SIZE_EXCEEDED"
     default_message = "Batch too large (11017, NUT-29)."
 
 
 class MintKeysetUnknownError(MintRejectedError):
-    """The mint does not know this keyset (12001)."""
-
     code = "MINT_KEYSET_UNKNOWN"
     default_message = "The mint does not know this keyset (12001)."
 
 
 class KeysetInactiveError(MintRejectedError):
-    """Keyset is inactive and cannot sign new outputs (12002); refresh keysets."""
-
     code = "KEYSET_INACTIVE"
     default_message = "Keyset is inactive and cannot sign new outputs (12002); refresh keysets."
 
 
 class KeysetExpiredError(MintRejectedError):
-    """Keyset has expired (12003)."""
-
     code = "KEYSET_EXPIRED"
     default_message = "Keyset has expired (12003)."
 
 
 class QuoteNotPaidError(MintRejectedError):
-    """Mint quote is not paid yet (20001)."""
-
     code = "QUOTE_NOT_PAID"
     default_message = "Mint quote is not paid yet (20001)."
 
 
 class QuoteAlreadyIssuedError(MintRejectedError):
-    """Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."""
-
     code = "QUOTE_ALREADY_ISSUED"
     default_message = (
         "Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."
@@ -332,15 +268,11 @@ class QuoteAlreadyIssuedError(MintRejectedError):
 
 
 class MintingDisabledError(MintRejectedError):
-    """Minting is disabled at this mint (20003)."""
-
     code = "MINTING_DISABLED"
     default_message = "Minting is disabled at this mint (20003)."
 
 
 class LightningPaymentFailedError(MintRejectedError):
-    """The mint's Lightning payment failed (20004); the mint has released the inputs."""
-
     code = "LIGHTNING_PAYMENT_FAILED"
     default_message = (
         "The mint's Lightning payment failed (20004); the mint has released the inputs."
@@ -348,106 +280,76 @@ class LightningPaymentFailedError(MintRejectedError):
 
 
 class QuotePendingError(MintRejectedError):
-    """Quote is pending (20005): a payment for it is in flight."""
-
     code = "QUOTE_PENDING"
     default_message = "Quote is pending (20005): a payment for it is in flight."
 
 
 class InvoiceAlreadyPaidError(MintRejectedError):
-    """Invoice already paid (20006)."""
-
     code = "INVOICE_ALREADY_PAID"
     default_message = "Invoice already paid (20006)."
 
 
 class QuoteExpiredError(MintRejectedError):
-    """Quote is expired (20007), or found past its expiry unpaid."""
-
     code = "QUOTE_EXPIRED"
     default_message = "Quote is expired (20007), or found past its expiry unpaid."
 
 
 class QuoteSignatureInvalidError(MintRejectedError):
-    """NUT-20 signature on the mint request is invalid (20008)."""
-
     code = "QUOTE_SIGNATURE_INVALID"
     default_message = "NUT-20 signature on the mint request is invalid (20008)."
 
 
 class QuotePubkeyRequiredError(MintRejectedError):
-    """The mint requires a NUT-20 pubkey on the mint quote (20009)."""
-
     code = "QUOTE_PUBKEY_REQUIRED"
     default_message = "The mint requires a NUT-20 pubkey on the mint quote (20009)."
 
 
 class ClearAuthRequiredError(MintRejectedError):
-    """Endpoint requires clear auth (30001, NUT-21)."""
-
     code = "CLEAR_AUTH_REQUIRED"
     default_message = "Endpoint requires clear auth (30001, NUT-21)."
 
 
 class ClearAuthFailedError(MintRejectedError):
-    """Clear authentication failed (30002, NUT-21)."""
-
     code = "CLEAR_AUTH_FAILED"
     default_message = "Clear authentication failed (30002, NUT-21)."
 
 
 class BlindAuthRequiredError(MintRejectedError):
-    """Endpoint requires blind auth (31001, NUT-22)."""
-
     code = "BLIND_AUTH_REQUIRED"
     default_message = "Endpoint requires blind auth (31001, NUT-22)."
 
 
 class BlindAuthFailedError(MintRejectedError):
-    """Blind authentication failed (31002, NUT-22)."""
-
     code = "BLIND_AUTH_FAILED"
     default_message = "Blind authentication failed (31002, NUT-22)."
 
 
 class BlindAuthAmountExceededError(MintRejectedError):
-    """Maximum blind auth token mint amount exceeded (31003, NUT-22)."""
-
     code = "BLIND_AUTH_AMOUNT_EXCEEDED"
     default_message = "Maximum blind auth token mint amount exceeded (31003, NUT-22)."
 
 
 class BlindAuthRateLimitError(MintRejectedError):
-    """Blind auth token mint rate limit exceeded (31004, NUT-22)."""
-
     code = "BLIND_AUTH_RATE_LIMIT"
     default_message = "Blind auth token mint rate limit exceeded (31004, NUT-22)."
 
 
 class MintAmbiguousError(_CodedError):
-    """The request may or may not have taken effect at the mint."""
-
     code = "MINT_AMBIGUOUS"
     default_message = "The request may or may not have taken effect at the mint."
 
 
 class MintTimeoutError(MintAmbiguousError):
-    """The mint did not answer in time."""
-
     code = "MINT_TIMEOUT"
     default_message = "The mint did not answer in time."
 
 
 class MintUnreachableError(MintAmbiguousError):
-    """The mint could not be connected to."""
-
     code = "MINT_UNREACHABLE"
     default_message = "The mint could not be connected to."
 
 
 class MintRefusedWithoutCodeError(MintAmbiguousError):
-    """The mint answered 4xx to a request that changes state, without a NUT error code."""
-
     code = "MINT_REFUSED_WITHOUT_CODE"
     default_message = (
         "The mint answered 4xx to a request that changes state, without a NUT error code."
@@ -455,92 +357,66 @@ class MintRefusedWithoutCodeError(MintAmbiguousError):
 
 
 class MintServerError(MintAmbiguousError):
-    """The mint answered with a 5xx."""
-
     code = "MINT_SERVER_ERROR"
     default_message = "The mint answered with a 5xx."
 
 
 class SagaError(_CodedError):
-    """An error of an operation (sagas/)."""
-
     code = "SAGA_ERROR"
     default_message = "An error of an operation (sagas/)."
 
 
 class OperationNotFoundError(SagaError):
-    """No operation has this id."""
-
     code = "OPERATION_NOT_FOUND"
     default_message = "No operation has this id."
 
 
 class OperationInProgressError(SagaError):
-    """Another worker is running a step of this operation right now."""
-
     code = "OPERATION_IN_PROGRESS"
     default_message = "Another worker is running a step of this operation right now."
 
 
 class InvalidStateError(SagaError):
-    """The operation is not in a state that allows this step."""
-
     code = "INVALID_STATE"
     default_message = "The operation is not in a state that allows this step."
 
 
 class StaleOperationError(InvalidStateError):
-    """Someone else moved the operation between our read and our write."""
-
     code = "STALE_OPERATION"
     default_message = "Someone else moved the operation between our read and our write."
 
 
 class UnknownMintError(SagaError):
-    """The mint is not registered; add it first (cashu.mints.add)."""
-
     code = "UNKNOWN_MINT"
     default_message = "The mint is not registered; add it first (cashu.mints.add)."
 
 
 class UntrustedMintError(SagaError):
-    """The mint is not trusted; it is never contacted."""
-
     code = "UNTRUSTED_MINT"
     default_message = "The mint is not trusted; it is never contacted."
 
 
 class InvalidAmountError(SagaError):
-    """The amount is not a positive whole number within limits."""
-
     code = "INVALID_AMOUNT"
     default_message = "The amount is not a positive whole number within limits."
 
 
 class UnsupportedUnitError(SagaError):
-    """The mint has no active keyset for this unit."""
-
     code = "UNSUPPORTED_UNIT"
     default_message = "The mint has no active keyset for this unit."
 
 
 class UnsupportedMethodError(SagaError):
-    """The payment method is not supported."""
-
     code = "UNSUPPORTED_METHOD"
     default_message = "The payment method is not supported."
 
 
 class InsufficientBalanceError(SagaError):
-    """The wallet's spendable proofs at this mint do not cover the amount and fees."""
-
     code = "INSUFFICIENT_BALANCE"
     default_message = "The wallet's spendable proofs at this mint do not cover the amount and fees."
 
 
 class QuoteIssuedElsewhereError(SagaError):
-    """The quote was issued, but not to outputs we hold: we cannot recover those proofs."""
-
     code = "QUOTE_ISSUED_ELSEWHERE"
     default_message = (
         "The quote was issued, but not to outputs we hold: we cannot recover those proofs."
@@ -548,8 +424,6 @@ class QuoteIssuedElsewhereError(SagaError):
 
 
 class ProofsNotRecoveredError(SagaError):
-    """The mint issued, but restoring our stored outputs did not bring the proofs back."""
-
     code = "PROOFS_NOT_RECOVERED"
     default_message = (
         "The mint issued, but restoring our stored outputs did not bring the proofs back."
@@ -557,8 +431,6 @@ class ProofsNotRecoveredError(SagaError):
 
 
 class MintSignatureInvalidError(SagaError):
-    """The mint's signatures failed verification (DLEQ): its ecash cannot be trusted."""
-
     code = "MINT_SIGNATURE_INVALID"
     default_message = (
         "The mint's signatures failed verification (DLEQ): its ecash cannot be trusted."
@@ -566,29 +438,21 @@ class MintSignatureInvalidError(SagaError):
 
 
 class InvalidRequestError(SagaError):
-    """An argument is malformed (a public key, a method, a unit)."""
-
     code = "INVALID_REQUEST"
     default_message = "An argument is malformed (a public key, a method, a unit)."
 
 
 class TokenLockedError(SagaError):
-    """The token is locked (P2PK) to a key this wallet does not hold."""
-
     code = "TOKEN_LOCKED"
     default_message = "The token is locked (P2PK) to a key this wallet does not hold."
 
 
 class TokenAlreadySpentError(SagaError):
-    """The token was already claimed (its proofs are spent at the mint)."""
-
     code = "TOKEN_ALREADY_SPENT"
     default_message = "The token was already claimed (its proofs are spent at the mint)."
 
 
 class InvalidInvoiceError(SagaError):
-    """The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."""
-
     code = "INVALID_INVOICE"
     default_message = (
         "The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."
@@ -596,8 +460,6 @@ class InvalidInvoiceError(SagaError):
 
 
 class DuplicatePaymentError(SagaError):
-    """Another melt of ours has paid this invoice, or is paying it; nothing was paid again."""
-
     code = "DUPLICATE_PAYMENT"
     default_message = (
         "Another melt of ours has paid this invoice, or is paying it; nothing was paid again."
@@ -605,15 +467,11 @@ class DuplicatePaymentError(SagaError):
 
 
 class FeeLimitExceededError(SagaError):
-    """The payment's fees could exceed the caller's max_fee; nothing was reserved."""
-
     code = "FEE_LIMIT_EXCEEDED"
     default_message = "The payment's fees could exceed the caller's max_fee; nothing was reserved."
 
 
 class ProofsSpentAtMintError(SagaError):
-    """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
-
     code = "PROOFS_SPENT_AT_MINT"
     default_message = (
         "Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."
@@ -621,8 +479,6 @@ class ProofsSpentAtMintError(SagaError):
 
 
 class TokenRefusedError(SagaError):
-    """The mint refused the token's proofs (forged, or not valid there); nothing was received."""
-
     code = "TOKEN_REFUSED"
     default_message = (
         "The mint refused the token's proofs (forged, or not valid there); nothing was received."
@@ -630,8 +486,6 @@ class TokenRefusedError(SagaError):
 
 
 class MeltInputsMismatchError(SagaError):
-    """A melt's inputs are not the ones its change blanks were planned for; it is not sent."""
-
     code = "MELT_INPUTS_MISMATCH"
     default_message = (
         "A melt's inputs are not the ones its change blanks were planned for; it is not sent."
@@ -639,8 +493,6 @@ class MeltInputsMismatchError(SagaError):
 
 
 class MeltCostError(SagaError):
-    """A paid melt's fee would come out negative or above its worst case; not recorded."""
-
     code = "MELT_COST_INVALID"
     default_message = (
         "A paid melt's fee would come out negative or above its worst case; not recorded."
@@ -648,15 +500,11 @@ class MeltCostError(SagaError):
 
 
 class MintInUseError(SagaError):
-    """The mint still holds our money or has operations open: it cannot be removed."""
-
     code = "MINT_IN_USE"
     default_message = "The mint still holds our money or has operations open: it cannot be removed."
 
 
 class SeedMismatchError(SagaError):
-    """This process's master seed is not the one the database's wallets derive from."""
-
     code = "SEED_MISMATCH"
     default_message = (
         "This process's master seed is not the one the database's wallets derive from."
@@ -664,8 +512,6 @@ class SeedMismatchError(SagaError):
 
 
 class TooManyDeliveriesError(SagaError):
-    """The task's message was delivered too many times (its worker kept dying): given up."""
-
     code = "TOO_MANY_DELIVERIES"
     default_message = (
         "The task's message was delivered too many times (its worker kept dying): given up."

@@ -18,7 +18,8 @@ class CashuError(Exception):
     """Base of every error raised by cashu-worker."""
 
     code: str = "CASHU_ERROR"
-    # What callers see when it is raised without a message; the docstring is free to change.
+    # What callers see when it is raised without a message: each error's own sentence, said
+    # once, here rather than in a docstring (a class's docstring only adds the why).
     default_message: str = "Base of every error raised by cashu-worker."
 
     def __init__(self, message: str = "") -> None:
@@ -27,36 +28,26 @@ class CashuError(Exception):
 
 
 class InvalidTokenError(CashuError):
-    """The token could not be decoded or is not a valid Cashu token."""
-
     code = "INVALID_TOKEN"
     default_message = "The token could not be decoded or is not a valid Cashu token."
 
 
 class KeysetError(CashuError):
-    """A keyset is not what it claims to be, or cannot be found."""
-
     code = "KEYSET_ERROR"
     default_message = "A keyset is not what it claims to be, or cannot be found."
 
 
 class KeysetIdMismatchError(KeysetError):
-    """The mint's keys do not hash to the keyset id it claims."""
-
     code = "KEYSET_ID_MISMATCH"
     default_message = "The mint's keys do not hash to the keyset id it claims."
 
 
 class UnknownKeysetError(KeysetError):
-    """No known keyset has this id."""
-
     code = "UNKNOWN_KEYSET"
     default_message = "No known keyset has this id."
 
 
 class AmbiguousKeysetIdError(KeysetError):
-    """A short keyset id matches more than one known keyset."""
-
     code = "AMBIGUOUS_KEYSET_ID"
     default_message = "A short keyset id matches more than one known keyset."
 
@@ -74,8 +65,6 @@ class InsufficientFundsError(CashuError):
 
 
 class InvalidSignatureError(CashuError):
-    """A signature from the mint (or in a token) does not verify: DLEQ or otherwise."""
-
     code = "INVALID_SIGNATURE"
     default_message = (
         "A signature from the mint (or in a token) does not verify: DLEQ or otherwise."
@@ -113,8 +102,6 @@ class MintRejectedError(CashuError):
 
 
 class ProofVerificationFailedError(MintRejectedError):
-    """Proof verification failed (NUT error 10001)."""
-
     code = "PROOF_VERIFICATION_FAILED"
     default_message = "Proof verification failed (NUT error 10001)."
     mint_code = 10001
@@ -133,8 +120,6 @@ class ProofsAlreadySpentError(MintRejectedError):
 
 
 class ProofsPendingError(MintRejectedError):
-    """Proofs are pending in another request (11002); they are not spendable yet."""
-
     code = "PROOFS_PENDING"
     default_message = "Proofs are pending in another request (11002); they are not spendable yet."
     mint_code = 11002
@@ -152,8 +137,6 @@ class OutputsAlreadySignedError(MintRejectedError):
 
 
 class OutputsPendingError(MintRejectedError):
-    """Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."""
-
     code = "OUTPUTS_PENDING"
     default_message = (
         "Outputs are pending (11004). Nutshell 0.20 also sends 11004 for a witness too long."
@@ -162,144 +145,108 @@ class OutputsPendingError(MintRejectedError):
 
 
 class TransactionNotBalancedError(MintRejectedError):
-    """Transaction is not balanced: inputs != outputs + fees (11005)."""
-
     code = "TRANSACTION_NOT_BALANCED"
     default_message = "Transaction is not balanced: inputs != outputs + fees (11005)."
     mint_code = 11005
 
 
 class AmountOutsideLimitError(MintRejectedError):
-    """Amount outside of the mint's limit range (11006)."""
-
     code = "AMOUNT_OUTSIDE_LIMIT"
     default_message = "Amount outside of the mint's limit range (11006)."
     mint_code = 11006
 
 
 class DuplicateInputsError(MintRejectedError):
-    """Duplicate inputs provided (11007)."""
-
     code = "DUPLICATE_INPUTS"
     default_message = "Duplicate inputs provided (11007)."
     mint_code = 11007
 
 
 class DuplicateOutputsError(MintRejectedError):
-    """Duplicate outputs provided (11008)."""
-
     code = "DUPLICATE_OUTPUTS"
     default_message = "Duplicate outputs provided (11008)."
     mint_code = 11008
 
 
 class MultipleUnitsError(MintRejectedError):
-    """Inputs or outputs of multiple units (11009)."""
-
     code = "MULTIPLE_UNITS"
     default_message = "Inputs or outputs of multiple units (11009)."
     mint_code = 11009
 
 
 class UnitMismatchError(MintRejectedError):
-    """Inputs and outputs are not of the same unit (11010)."""
-
     code = "UNIT_MISMATCH"
     default_message = "Inputs and outputs are not of the same unit (11010)."
     mint_code = 11010
 
 
 class AmountlessInvoiceNotSupportedError(MintRejectedError):
-    """Amountless invoice is not supported (11011)."""
-
     code = "AMOUNTLESS_INVOICE_NOT_SUPPORTED"
     default_message = "Amountless invoice is not supported (11011)."
     mint_code = 11011
 
 
 class InvoiceAmountMismatchError(MintRejectedError):
-    """Amount in the request does not equal the invoice's (11012)."""
-
     code = "INVOICE_AMOUNT_MISMATCH"
     default_message = "Amount in the request does not equal the invoice's (11012)."
     mint_code = 11012
 
 
 class UnitNotSupportedError(MintRejectedError):
-    """Unit in the request is not supported (11013)."""
-
     code = "UNIT_NOT_SUPPORTED"
     default_message = "Unit in the request is not supported (11013)."
     mint_code = 11013
 
 
 class MaxInputsExceededError(MintRejectedError):
-    """Too many inputs in one request (11014)."""
-
     code = "MAX_INPUTS_EXCEEDED"
     default_message = "Too many inputs in one request (11014)."
     mint_code = 11014
 
 
 class MaxOutputsExceededError(MintRejectedError):
-    """Too many outputs in one request (11015)."""
-
     code = "MAX_OUTPUTS_EXCEEDED"
     default_message = "Too many outputs in one request (11015)."
     mint_code = 11015
 
 
 class DuplicateQuoteIdsError(MintRejectedError):
-    """Duplicate quote ids in a batch request (11016, NUT-29)."""
-
     code = "DUPLICATE_QUOTE_IDS"
     default_message = "Duplicate quote ids in a batch request (11016, NUT-29)."
     mint_code = 11016
 
 
 class BatchSizeExceededError(MintRejectedError):
-    """Batch too large (11017, NUT-29)."""
-
     code = "BATCH_SIZE_EXCEEDED"
     default_message = "Batch too large (11017, NUT-29)."
     mint_code = 11017
 
 
 class MintKeysetUnknownError(MintRejectedError):
-    """The mint does not know this keyset (12001)."""
-
     code = "MINT_KEYSET_UNKNOWN"
     default_message = "The mint does not know this keyset (12001)."
     mint_code = 12001
 
 
 class KeysetInactiveError(MintRejectedError):
-    """Keyset is inactive and cannot sign new outputs (12002); refresh keysets."""
-
     code = "KEYSET_INACTIVE"
     default_message = "Keyset is inactive and cannot sign new outputs (12002); refresh keysets."
     mint_code = 12002
 
 
 class KeysetExpiredError(MintRejectedError):
-    """Keyset has expired (12003)."""
-
     code = "KEYSET_EXPIRED"
     default_message = "Keyset has expired (12003)."
     mint_code = 12003
 
 
 class QuoteNotPaidError(MintRejectedError):
-    """Mint quote is not paid yet (20001)."""
-
     code = "QUOTE_NOT_PAID"
     default_message = "Mint quote is not paid yet (20001)."
     mint_code = 20001
 
 
 class QuoteAlreadyIssuedError(MintRejectedError):
-    """Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."""
-
     code = "QUOTE_ALREADY_ISSUED"
     default_message = (
         "Mint quote was already issued (20002); after an ambiguous attempt, restore the outputs."
@@ -308,16 +255,12 @@ class QuoteAlreadyIssuedError(MintRejectedError):
 
 
 class MintingDisabledError(MintRejectedError):
-    """Minting is disabled at this mint (20003)."""
-
     code = "MINTING_DISABLED"
     default_message = "Minting is disabled at this mint (20003)."
     mint_code = 20003
 
 
 class LightningPaymentFailedError(MintRejectedError):
-    """The mint's Lightning payment failed (20004); the mint has released the inputs."""
-
     code = "LIGHTNING_PAYMENT_FAILED"
     default_message = (
         "The mint's Lightning payment failed (20004); the mint has released the inputs."
@@ -326,24 +269,18 @@ class LightningPaymentFailedError(MintRejectedError):
 
 
 class QuotePendingError(MintRejectedError):
-    """Quote is pending (20005): a payment for it is in flight."""
-
     code = "QUOTE_PENDING"
     default_message = "Quote is pending (20005): a payment for it is in flight."
     mint_code = 20005
 
 
 class InvoiceAlreadyPaidError(MintRejectedError):
-    """Invoice already paid (20006)."""
-
     code = "INVOICE_ALREADY_PAID"
     default_message = "Invoice already paid (20006)."
     mint_code = 20006
 
 
 class QuoteExpiredError(MintRejectedError):
-    """Quote is expired (20007), or found past its expiry unpaid (`past_expiry`)."""
-
     code = "QUOTE_EXPIRED"
     default_message = "Quote is expired (20007), or found past its expiry unpaid (`past_expiry`)."
     mint_code = 20007
@@ -358,64 +295,48 @@ class QuoteExpiredError(MintRejectedError):
 
 
 class QuoteSignatureInvalidError(MintRejectedError):
-    """NUT-20 signature on the mint request is invalid (20008)."""
-
     code = "QUOTE_SIGNATURE_INVALID"
     default_message = "NUT-20 signature on the mint request is invalid (20008)."
     mint_code = 20008
 
 
 class QuotePubkeyRequiredError(MintRejectedError):
-    """The mint requires a NUT-20 pubkey on the mint quote (20009)."""
-
     code = "QUOTE_PUBKEY_REQUIRED"
     default_message = "The mint requires a NUT-20 pubkey on the mint quote (20009)."
     mint_code = 20009
 
 
 class ClearAuthRequiredError(MintRejectedError):
-    """Endpoint requires clear auth (30001, NUT-21)."""
-
     code = "CLEAR_AUTH_REQUIRED"
     default_message = "Endpoint requires clear auth (30001, NUT-21)."
     mint_code = 30001
 
 
 class ClearAuthFailedError(MintRejectedError):
-    """Clear authentication failed (30002, NUT-21)."""
-
     code = "CLEAR_AUTH_FAILED"
     default_message = "Clear authentication failed (30002, NUT-21)."
     mint_code = 30002
 
 
 class BlindAuthRequiredError(MintRejectedError):
-    """Endpoint requires blind auth (31001, NUT-22)."""
-
     code = "BLIND_AUTH_REQUIRED"
     default_message = "Endpoint requires blind auth (31001, NUT-22)."
     mint_code = 31001
 
 
 class BlindAuthFailedError(MintRejectedError):
-    """Blind authentication failed (31002, NUT-22)."""
-
     code = "BLIND_AUTH_FAILED"
     default_message = "Blind authentication failed (31002, NUT-22)."
     mint_code = 31002
 
 
 class BlindAuthAmountExceededError(MintRejectedError):
-    """Maximum blind auth token mint amount exceeded (31003, NUT-22)."""
-
     code = "BLIND_AUTH_AMOUNT_EXCEEDED"
     default_message = "Maximum blind auth token mint amount exceeded (31003, NUT-22)."
     mint_code = 31003
 
 
 class BlindAuthRateLimitError(MintRejectedError):
-    """Blind auth token mint rate limit exceeded (31004, NUT-22)."""
-
     code = "BLIND_AUTH_RATE_LIMIT"
     default_message = "Blind auth token mint rate limit exceeded (31004, NUT-22)."
     mint_code = 31004
@@ -533,15 +454,11 @@ class MintAmbiguousError(CashuError):
 
 
 class MintTimeoutError(MintAmbiguousError):
-    """The mint did not answer in time."""
-
     code = "MINT_TIMEOUT"
     default_message = "The mint did not answer in time."
 
 
 class MintUnreachableError(MintAmbiguousError):
-    """The mint could not be connected to."""
-
     code = "MINT_UNREACHABLE"
     default_message = "The mint could not be connected to."
 
@@ -560,8 +477,6 @@ class MintRefusedWithoutCodeError(MintAmbiguousError):
 
 
 class MintServerError(MintAmbiguousError):
-    """The mint answered with a 5xx."""
-
     code = "MINT_SERVER_ERROR"
     default_message = "The mint answered with a 5xx."
 

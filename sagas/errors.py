@@ -26,87 +26,65 @@ class SagaError(CashuError):
 
 
 class OperationNotFoundError(SagaError):
-    """No operation has this id."""
-
     code = "OPERATION_NOT_FOUND"
     default_message = "No operation has this id."
     severity = Severity.LOW
 
 
 class OperationInProgressError(SagaError):
-    """Another worker is running a step of this operation right now."""
-
     code = "OPERATION_IN_PROGRESS"
     default_message = "Another worker is running a step of this operation right now."
     severity = Severity.LOW
 
 
 class InvalidStateError(SagaError):
-    """The operation is not in a state that allows this step."""
-
     code = "INVALID_STATE"
     default_message = "The operation is not in a state that allows this step."
     severity = Severity.LOW
 
 
 class StaleOperationError(InvalidStateError):
-    """Someone else moved the operation between our read and our write."""
-
     code = "STALE_OPERATION"
     default_message = "Someone else moved the operation between our read and our write."
 
 
 class UnknownMintError(SagaError):
-    """The mint is not registered; add it first (cashu.mints.add)."""
-
     code = "UNKNOWN_MINT"
     default_message = "The mint is not registered; add it first (cashu.mints.add)."
     severity = Severity.LOW
 
 
 class UntrustedMintError(SagaError):
-    """The mint is not trusted; it is never contacted."""
-
     code = "UNTRUSTED_MINT"
     default_message = "The mint is not trusted; it is never contacted."
     severity = Severity.LOW
 
 
 class InvalidAmountError(SagaError):
-    """The amount is not a positive whole number within limits."""
-
     code = "INVALID_AMOUNT"
     default_message = "The amount is not a positive whole number within limits."
     severity = Severity.LOW
 
 
 class UnsupportedUnitError(SagaError):
-    """The mint has no active keyset for this unit."""
-
     code = "UNSUPPORTED_UNIT"
     default_message = "The mint has no active keyset for this unit."
     severity = Severity.LOW
 
 
 class UnsupportedMethodError(SagaError):
-    """The payment method is not supported."""
-
     code = "UNSUPPORTED_METHOD"
     default_message = "The payment method is not supported."
     severity = Severity.LOW
 
 
 class InsufficientBalanceError(SagaError):
-    """The wallet's spendable proofs at this mint do not cover the amount and fees."""
-
     code = "INSUFFICIENT_BALANCE"
     default_message = "The wallet's spendable proofs at this mint do not cover the amount and fees."
     severity = Severity.LOW
 
 
 class QuoteIssuedElsewhereError(SagaError):
-    """The quote was issued, but not to outputs we hold: we cannot recover those proofs."""
-
     code = "QUOTE_ISSUED_ELSEWHERE"
     default_message = (
         "The quote was issued, but not to outputs we hold: we cannot recover those proofs."
@@ -115,8 +93,6 @@ class QuoteIssuedElsewhereError(SagaError):
 
 
 class ProofsNotRecoveredError(SagaError):
-    """The mint issued, but restoring our stored outputs did not bring the proofs back."""
-
     code = "PROOFS_NOT_RECOVERED"
     default_message = (
         "The mint issued, but restoring our stored outputs did not bring the proofs back."
@@ -125,8 +101,6 @@ class ProofsNotRecoveredError(SagaError):
 
 
 class MintSignatureInvalidError(SagaError):
-    """The mint's signatures failed verification (DLEQ): its ecash cannot be trusted."""
-
     code = "MINT_SIGNATURE_INVALID"
     default_message = (
         "The mint's signatures failed verification (DLEQ): its ecash cannot be trusted."
@@ -135,32 +109,24 @@ class MintSignatureInvalidError(SagaError):
 
 
 class InvalidRequestError(SagaError):
-    """An argument is malformed (a public key, a method, a unit)."""
-
     code = "INVALID_REQUEST"
     default_message = "An argument is malformed (a public key, a method, a unit)."
     severity = Severity.LOW
 
 
 class TokenLockedError(SagaError):
-    """The token is locked (P2PK) to a key this wallet does not hold."""
-
     code = "TOKEN_LOCKED"
     default_message = "The token is locked (P2PK) to a key this wallet does not hold."
     severity = Severity.LOW
 
 
 class TokenAlreadySpentError(SagaError):
-    """The token was already claimed (its proofs are spent at the mint)."""
-
     code = "TOKEN_ALREADY_SPENT"
     default_message = "The token was already claimed (its proofs are spent at the mint)."
     severity = Severity.LOW
 
 
 class TokenRefusedError(SagaError):
-    """The mint refused the token's proofs (forged, or not valid there); nothing was received."""
-
     code = "TOKEN_REFUSED"
     default_message = (
         "The mint refused the token's proofs (forged, or not valid there); nothing was received."
@@ -169,8 +135,6 @@ class TokenRefusedError(SagaError):
 
 
 class InvalidInvoiceError(SagaError):
-    """The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."""
-
     code = "INVALID_INVOICE"
     default_message = (
         "The payment request is not a payable bolt11 invoice (garbage, no amount, expired)."
@@ -179,8 +143,6 @@ class InvalidInvoiceError(SagaError):
 
 
 class DuplicatePaymentError(SagaError):
-    """Another melt of ours has paid this invoice, or is paying it; nothing was paid again."""
-
     code = "DUPLICATE_PAYMENT"
     default_message = (
         "Another melt of ours has paid this invoice, or is paying it; nothing was paid again."
@@ -189,16 +151,12 @@ class DuplicatePaymentError(SagaError):
 
 
 class FeeLimitExceededError(SagaError):
-    """The payment's fees could exceed the caller's max_fee; nothing was reserved."""
-
     code = "FEE_LIMIT_EXCEEDED"
     default_message = "The payment's fees could exceed the caller's max_fee; nothing was reserved."
     severity = Severity.LOW
 
 
 class ProofsSpentAtMintError(SagaError):
-    """Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."""
-
     code = "PROOFS_SPENT_AT_MINT"
     default_message = (
         "Inputs we hold as ours are spent or pending at the mint (pre-flight reconciliation)."
@@ -207,8 +165,6 @@ class ProofsSpentAtMintError(SagaError):
 
 
 class MeltInputsMismatchError(SagaError):
-    """A melt's inputs are not the ones its change blanks were planned for; it is not sent."""
-
     code = "MELT_INPUTS_MISMATCH"
     default_message = (
         "A melt's inputs are not the ones its change blanks were planned for; it is not sent."
@@ -217,8 +173,6 @@ class MeltInputsMismatchError(SagaError):
 
 
 class MeltCostError(SagaError):
-    """A paid melt's fee would come out negative or above its worst case; not recorded."""
-
     code = "MELT_COST_INVALID"
     default_message = (
         "A paid melt's fee would come out negative or above its worst case; not recorded."
@@ -227,16 +181,12 @@ class MeltCostError(SagaError):
 
 
 class MintInUseError(SagaError):
-    """The mint still holds our money or has operations open: it cannot be removed."""
-
     code = "MINT_IN_USE"
     default_message = "The mint still holds our money or has operations open: it cannot be removed."
     severity = Severity.LOW
 
 
 class SeedMismatchError(SagaError):
-    """This process's master seed is not the one the database's wallets derive from."""
-
     code = "SEED_MISMATCH"
     default_message = (
         "This process's master seed is not the one the database's wallets derive from."

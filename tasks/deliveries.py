@@ -18,8 +18,6 @@ DELIVERY_KEY = "cashu:deliveries:"
 
 
 class TooManyDeliveriesError(SagaError):
-    """The task's message was delivered too many times (its worker kept dying): given up."""
-
     code = "TOO_MANY_DELIVERIES"
     default_message = (
         "The task's message was delivered too many times (its worker kept dying): given up."
