@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, Uuid, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -63,8 +64,7 @@ COMPARE_AND_SET_FINAL = COMPARE_AND_SET.values(finalized_at=func.now())  # into 
 INSERT_EVENT = insert(EVENTS)
 # The audit record of a transition: what the operation's proofs are now, counted by state,
 # its inputs (`in:`) apart from what it brought in (`out:`). One statement, index lookups.
-INSERT_AUDIT = text(
-    """
+_AUDIT_SQL = """
     INSERT INTO operation_audit
         (operation_id, kind, from_state, to_state, version, proofs, fee, error_code)
     SELECT :operation_id, :kind, :from_state, :to_state, :version,
@@ -79,8 +79,16 @@ INSERT_AUDIT = text(
             ) AS moved
         ), '{}'::jsonb),
         :fee, :error_code
+"""
+INSERT_AUDIT = text(_AUDIT_SQL).bindparams(bindparam("operation_id", type_=Uuid))
+# A transition into an evented state writes its audit record and its event in one
+# statement: one round trip to Postgres fewer on every step.
+INSERT_AUDIT_AND_EVENT = text(
+    f"""
+    WITH audit AS ({_AUDIT_SQL})
+    INSERT INTO events (operation_id, type, payload) VALUES (:operation_id, :type, :payload)
     """
-).bindparams(bindparam("operation_id", type_=Uuid))
+).bindparams(bindparam("operation_id", type_=Uuid), bindparam("payload", type_=JSONB))
 OPERATION_COLUMNS = frozenset(OPERATIONS.c.keys())
 
 
@@ -236,27 +244,26 @@ def transition(
         values.update(_error_columns(error, severity))
     before = op.state
     _compare_and_set(session, op, values, data, final=to in spec.terminal)
-    _audit(session, op, before)
-    if to in spec.evented:
-        record_event(session, op)
+    _audit(session, op, before, evented=to in spec.evented)
     return op
 
 
-def _audit(session: Session, op: Operation, from_state: str) -> None:
+def _audit(session: Session, op: Operation, from_state: str, *, evented: bool) -> None:
+    """The transition's audit record, and its event when the new state is evented."""
     from sagas.history import operation_fee  # the fee as a statement shows it
 
-    session.connection().execute(
-        INSERT_AUDIT,
-        {
-            "operation_id": op.id,
-            "kind": op.kind,
-            "from_state": from_state,
-            "to_state": op.state,
-            "version": op.version,
-            "fee": operation_fee(op),
-            "error_code": op.error_code,
-        },
-    )
+    audit = {
+        "operation_id": op.id,
+        "kind": op.kind,
+        "from_state": from_state,
+        "to_state": op.state,
+        "version": op.version,
+        "fee": operation_fee(op),
+        "error_code": op.error_code,
+    }
+    if evented:
+        audit.update(event_values(op))
+    session.connection().execute(INSERT_AUDIT_AND_EVENT if evented else INSERT_AUDIT, audit)
 
 
 def record_error(
@@ -272,13 +279,14 @@ def record_error(
 
 def record_event(session: Session, op: Operation) -> None:
     """The outbox row announcing the state `op` is in now (same transaction)."""
-    spec = spec_of(op.kind)
+    session.connection().execute(INSERT_EVENT, {"operation_id": op.id, **event_values(op)})
+
+
+def event_values(op: Operation) -> dict[str, Any]:
+    """The type and payload of the event announcing the state `op` is in now."""
     payload = operation_view(op)
     payload.pop("token", None)  # a token is money to whoever reads it: callers get it, streams not
-    session.connection().execute(
-        INSERT_EVENT,
-        {"operation_id": op.id, "type": event_type(spec, op.state), "payload": payload},
-    )
+    return {"type": event_type(spec_of(op.kind), op.state), "payload": payload}
 
 
 def update_operation(

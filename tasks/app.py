@@ -122,7 +122,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
-        "task_track_started": settings.task_events,
+        "task_track_started": settings.task_track_started,
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "task_default_queue": PUBLIC_QUEUE,

@@ -70,10 +70,14 @@ class Settings(BaseSettings):
     # its queue, or a message Redis lost) is handed on again by the beat's sweep.
     handoff_grace_seconds: float = Field(30.0, gt=0)
 
-    # Celery task events (task-sent ... task-succeeded) and the STARTED state in the result
-    # backend. Off by default: they cost about 1.5 ms per task (bench/README.md). Flower
-    # turns the workers' events on by itself while it runs (it broadcasts enable_events).
+    # Celery task events (task-sent ... task-succeeded). Off by default: they cost about
+    # 1 ms per task (bench/README.md). Flower turns the workers' events on by itself while
+    # it runs (it broadcasts enable_events).
     task_events: bool = False
+    # The STARTED state in the result backend, for callers that poll AsyncResult.state:
+    # one more backend write and one more message to the waiting caller before each task
+    # runs (about 1.3 ms per task). Flower needs only the events.
+    task_track_started: bool = False
 
     # Queue for the tasks named in `notify_task` (they run in the caller's workers).
     notify_queue: str = "celery"

@@ -168,6 +168,40 @@ def test_a_rolled_back_transition_leaves_no_event(
         assert session.scalar(select(func.count()).where(Event.operation_id == op_id)) == 0
 
 
+def test_a_transition_is_its_compare_and_set_and_one_statement_for_audit_and_event(
+    saga_context: SagaContext, wallet_id: str
+) -> None:
+    from sqlalchemy import event
+
+    from models import AuditRecord
+
+    op_id = new_operation(saga_context, wallet_id)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    with saga_context.uow() as session:
+        op = get_operation(session, op_id)
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            transition(session, op, "executing")  # evented: an event row besides the audit
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+
+    assert len(statements) == 2, statements
+    with saga_context.uow() as session:
+        audited = session.scalars(select(AuditRecord).where(AuditRecord.operation_id == op_id))
+        assert [(a.from_state, a.to_state, a.version) for a in audited] == [
+            ("pending", "executing", 1)
+        ]
+        events = session.scalars(select(Event).where(Event.operation_id == op_id)).all()
+        assert [(e.type, e.payload["state"], e.payload["id"]) for e in events] == [
+            ("mint-op:executing", "executing", str(op_id))
+        ]
+
+
 def test_a_transition_writes_its_columns_and_data_and_bumps_the_version(
     saga_context: SagaContext, wallet_id: str
 ) -> None:

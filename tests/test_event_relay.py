@@ -165,3 +165,24 @@ def test_relay_without_wait_steps_aside_while_another_relay_runs(relay_db: Engin
         assert relay_events(wait=False) is None
     assert unpublished(relay_db) == 1
     assert relay_events(wait=False) == 1
+
+
+def test_a_worker_process_takes_its_next_task_while_its_last_tasks_relay_waits(
+    own_workers, database_url: str
+) -> None:
+    from sqlalchemy import text
+
+    worker = own_workers(concurrency=1)
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE events IN SHARE MODE"))  # a relay's claim waits
+            refused = worker.client.send_task(
+                "cashu.send.execute", kwargs={"operation_id": str(uuid.uuid4())}
+            )
+            refused.get(timeout=30, propagate=False)  # its step asked for a relay on the way out
+            assert refused.state == "FAILURE"
+
+            assert "mints" in worker.client.send_task("cashu.mints.list").get(timeout=10)
+    finally:
+        engine.dispose()
