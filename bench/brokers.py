@@ -14,9 +14,13 @@ warm-up, then
 
 - round trip: `--calls` calls of cashu.wallet.balance for an empty wallet, each waiting
   for its result (publish, deliver, one read of the database, result): the cost of a hop;
+  split by the clocks of this host at each end of it: the caller's send (publish), the
+  worker's task-received event (deliver), its task-started event (the task handed to a
+  pool process), the result's date_done (run and store) and the caller's wake-up (result);
 - round: `--rounds` rounds of mint 100 / send 7 / receive / melt 5 with the one-call tasks
   (bench/workload.py's worker_round), ms per round.
 
+The worker sends task events, as it does while Flower watches (CASHU_TASK_EVENTS=true).
 Passes alternate the configurations so that drift hits them all alike; the figures are
 medians over all passes.
 """
@@ -28,8 +32,10 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +79,77 @@ def ensure_vhost() -> None:
     )
 
 
+HOPS = ("publish", "deliver", "to process", "run+store", "result")
+
+
+class TaskClock:
+    """When the worker received and started each task, from its task events."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.received: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self._receiver: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        def note(into: dict[str, float]) -> Any:
+            return lambda event: into.__setitem__(event["uuid"], event["timestamp"])
+
+        handlers = {"task-received": note(self.received), "task-started": note(self.started)}
+        with self.app.connection_for_read() as conn:
+            self._receiver = self.app.events.Receiver(conn, handlers=handlers)
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def start(self, probe: Any) -> TaskClock:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # listening once a probe's events come back
+            task_id = probe()
+            time.sleep(0.2)
+            if task_id in self.started:
+                return self
+        raise RuntimeError("no task events from the worker")
+
+    def stop(self) -> None:
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        self._thread.join(timeout=5)
+
+
+def hop_times(client: CashuClient, calls: int) -> dict[str, list[float]]:
+    """`calls` round trips of cashu.wallet.balance, each split into HOPS (seconds)."""
+    app = client.app
+
+    def call() -> tuple[str, float, float, float, float]:
+        t0 = time.time()
+        result = app.send_task(
+            "cashu.wallet.balance", kwargs={"wallet": "bb-empty"}, queue=client.queue
+        )
+        sent = time.time()
+        result.get(timeout=CALL_TIMEOUT)
+        got = time.time()
+        done = result.date_done
+        stored = done.timestamp() if isinstance(done, datetime) else got
+        return result.id, t0, sent, stored, got
+
+    clock = TaskClock(app).start(lambda: call()[0])
+    try:
+        trips = [call() for _ in range(calls)]
+        time.sleep(0.5)  # the last task-started events
+    finally:
+        clock.stop()
+    hops: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    for task_id, t0, sent, stored, got in trips:
+        received, started = clock.received.get(task_id), clock.started.get(task_id)
+        if received is None or started is None:
+            continue
+        spans = (sent - t0, received - sent, started - received, stored - started, got - stored)
+        for hop, span in zip(HOPS, spans, strict=True):
+            hops[hop].append(span)
+    return hops
+
+
 def _ms(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -91,6 +168,7 @@ def measure(broker: str, pool: str, mint_url: str, calls: int, rounds: int) -> d
         queues=None,  # the plain command: every queue
         pool=pool,
         broker_url=broker_url,
+        env_overrides={"CASHU_TASK_EVENTS": "true"},
     )
     try:
         with CashuClient(broker_url, REDIS_URL, timeout=CALL_TIMEOUT) as client:
@@ -107,6 +185,7 @@ def measure(broker: str, pool: str, mint_url: str, calls: int, rounds: int) -> d
                 started = time.perf_counter()
                 client.balance("bb-empty")
                 trips.append(time.perf_counter() - started)
+            hops = hop_times(client, calls)
             for _ in range(rounds):
                 worker_round(client, url, a, b, make_invoice(MELT_AMOUNT), tally)
             spendable = client.balance(a)["spendable"] + client.balance(b)["spendable"]
@@ -117,6 +196,7 @@ def measure(broker: str, pool: str, mint_url: str, calls: int, rounds: int) -> d
     return {
         "trip_p50_ms": _ms(trips, 0.5),
         "trip_p95_ms": _ms(trips, 0.95),
+        "hops_ms": {hop: _ms(spans, 0.5) for hop, spans in hops.items() if spans},
         "round_ms": 1000 * statistics.median(round_s),
         "per_op_ms": {k: 1000 * statistics.median(tally.times[k]) for k in KINDS},
         "spendable": spendable,
@@ -164,6 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<18} {row['trip_p50_ms']:>9.2f} {row['trip_p95_ms']:>9.2f} "
             f"{row['round_ms']:>8.1f}  {ops}  money {'ok' if row['money_ok'] else 'WRONG'}"
+        )
+    print(f"\none round trip by hop, ms (medians; {', '.join(HOPS)})")
+    print(f"{'broker/pool':<18}" + "".join(f"{hop:>12}" for hop in HOPS) + f"{'sum':>9}")
+    for name, results in runs.items():
+        hops = {h: statistics.median(r["hops_ms"].get(h, 0.0) for r in results) for h in HOPS}
+        summary[name]["hops_ms"] = hops
+        print(
+            f"{name:<18}"
+            + "".join(f"{hops[h]:>12.2f}" for h in HOPS)
+            + f"{sum(hops.values()):>9.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
