@@ -16,15 +16,16 @@ TIMEOUT = 30
 def states_a_caller_hears(worker) -> list[str]:
     """The states the backend announced for one task, in order, until it ended."""
     task_id = str(uuid.uuid4())
-    pubsub = redis.Redis.from_url(worker.redis_url).pubsub(ignore_subscribe_messages=True)
+    pubsub = redis.Redis.from_url(worker.redis_url).pubsub()
     pubsub.subscribe(f"celery-task-meta-{task_id}")  # where the backend announces each state
     try:
+        assert pubsub.get_message(timeout=TIMEOUT)["type"] == "subscribe"  # listening now
         worker.client.send_task("cashu.mints.list", task_id=task_id).get(timeout=TIMEOUT)
         states: list[str] = []
         deadline = time.monotonic() + TIMEOUT
         while not states or states[-1] != "SUCCESS":
             assert time.monotonic() < deadline, f"the backend went quiet after {states}"
-            message = pubsub.get_message(timeout=1.0)  # None for the subscription's own
+            message = pubsub.get_message(timeout=1.0)
             if message is not None:
                 states.append(json.loads(message["data"])["status"])
         return states
