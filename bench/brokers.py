@@ -117,8 +117,9 @@ class TaskClock:
         self._thread.join(timeout=5)
 
 
-def hop_times(client: CashuClient, calls: int) -> dict[str, list[float]]:
-    """`calls` round trips of cashu.wallet.balance, each split into HOPS (seconds)."""
+def hop_times(client: CashuClient, calls: int) -> tuple[list[float], dict[str, list[float]]]:
+    """`calls` round trips of cashu.wallet.balance: each one's time, and each split into
+    HOPS where its task events came back (seconds)."""
     app = client.app
 
     def call() -> tuple[str, float, float, float, float]:
@@ -140,6 +141,7 @@ def hop_times(client: CashuClient, calls: int) -> dict[str, list[float]]:
     finally:
         clock.stop()
     hops: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    totals = [got - t0 for _, t0, _, _, got in trips]
     for task_id, t0, sent, stored, got in trips:
         received, started = clock.received.get(task_id), clock.started.get(task_id)
         if received is None or started is None:
@@ -147,7 +149,7 @@ def hop_times(client: CashuClient, calls: int) -> dict[str, list[float]]:
         spans = (sent - t0, received - sent, started - received, stored - started, got - stored)
         for hop, span in zip(HOPS, spans, strict=True):
             hops[hop].append(span)
-    return hops
+    return totals, hops
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -180,12 +182,7 @@ def measure(broker: str, pool: str, mint_url: str, calls: int, rounds: int) -> d
             tally.times = {k: [] for k in KINDS}  # its money counts, its times do not
             for _ in range(20):
                 client.balance("bb-empty")
-            trips = []
-            for _ in range(calls):
-                started = time.perf_counter()
-                client.balance("bb-empty")
-                trips.append(time.perf_counter() - started)
-            hops = hop_times(client, calls)
+            trips, hops = hop_times(client, calls)
             for _ in range(rounds):
                 worker_round(client, url, a, b, make_invoice(MELT_AMOUNT), tally)
             spendable = client.balance(a)["spendable"] + client.balance(b)["spendable"]

@@ -244,11 +244,11 @@ def transition(
         values.update(_error_columns(error, severity))
     before = op.state
     _compare_and_set(session, op, values, data, final=to in spec.terminal)
-    _audit(session, op, before, evented=to in spec.evented)
+    _record_transition(session, op, before, evented=to in spec.evented)
     return op
 
 
-def _audit(session: Session, op: Operation, from_state: str, *, evented: bool) -> None:
+def _record_transition(session: Session, op: Operation, from_state: str, *, evented: bool) -> None:
     """The transition's audit record, and its event when the new state is evented."""
     from sagas.history import operation_fee  # the fee as a statement shows it
 
