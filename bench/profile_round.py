@@ -5,7 +5,8 @@ Celery round trip costs on its own.
     .venv/bin/python bench/profile_round.py [--rounds 20] [--cprofile out.prof] [--statements]
 
 The round is bench/workload.py's (mint 100, send 7, receive it in a second wallet, melt a
-5 sat invoice; input fee 100 ppk), through the same saga steps the one-call tasks run. It
+5 sat invoice; input fee 100 ppk), through the same saga steps the one-call tasks run, and
+by turns with it through those of prepare then execute for send and melt (2-step). It
 starts its own mint, migrates the database `cashu_worker_profile` (`--database-url`), and
 for the Celery figure a worker with one process on Redis db 13 (`--redis-url`).
 """
@@ -47,7 +48,11 @@ from sagas import (  # noqa: E402
 from sagas.engine import SagaContext  # noqa: E402
 
 KINDS = ("mint", "send", "receive", "melt")
-TASKS = {"mint": 2, "send": 1, "receive": 1, "melt": 1}  # Celery calls per operation, one-call
+# Celery calls per operation: the one-call tasks, and prepare then execute for send and melt
+TASKS = {
+    "one-call": {"mint": 2, "send": 1, "receive": 1, "melt": 1},
+    "2-step": {"mint": 2, "send": 2, "receive": 1, "melt": 2},
+}
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/cashu_worker_profile"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 
@@ -63,9 +68,19 @@ class Meter:
         db = engine(database_url)
         event.listen(db, "before_cursor_execute", self._before)
         event.listen(db, "after_cursor_execute", self._after)
-        event.listen(db, "commit", lambda conn: self.count.update(["commits"]))
         send_request = httpx.Client.send
+        commit = db.dialect.do_commit
         meter = self
+
+        def timed_commit(dbapi_connection: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                commit(dbapi_connection)
+            finally:
+                meter.ms["sql"] += (time.perf_counter() - t0) * 1000
+                meter.count["commits"] += 1
+
+        db.dialect.do_commit = timed_commit  # type: ignore[method-assign]
 
         def timed_send(client: httpx.Client, request: httpx.Request, **kw: Any) -> Any:
             t0 = time.perf_counter()
@@ -104,9 +119,12 @@ def metered(steps: dict[str, Callable[[], object]], meter: Meter) -> dict[str, d
     return out
 
 
-def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[str, dict]:
+def one_round(
+    ctx: SagaContext, url: str, a: str, b: str, meter: Meter, *, two_step: bool = False
+) -> dict[str, dict]:
     """The round through the saga steps of mint.prepare/execute, send.token,
-    receive.redeem and melt.pay."""
+    receive.redeem and melt.pay; with `two_step`, send.prepare/execute and
+    melt.prepare/execute instead of send.token and melt.pay."""
 
     def mint_op() -> None:
         op = mint.prepare(ctx, a, url, 100)
@@ -115,14 +133,26 @@ def one_round(ctx: SagaContext, url: str, a: str, b: str, meter: Meter) -> dict[
             time.sleep(0.01)
             op = mint.refresh(ctx, op["id"])
 
+    def send_op() -> None:
+        if two_step:
+            token.append(send.execute(ctx, send.prepare(ctx, a, url, 7)["id"])["token"])
+        else:
+            token.append(send.token(ctx, a, url, 7)["token"])
+
+    def melt_op() -> None:
+        if two_step:
+            melt.execute(ctx, melt.prepare(ctx, a, url, invoice)["id"])
+        else:
+            melt.pay(ctx, a, url, invoice)
+
     token: list[str] = []
     invoice = make_invoice(5)
     return metered(
         {
             "mint": mint_op,
-            "send": lambda: token.append(send.token(ctx, a, url, 7)["token"]),
+            "send": send_op,
             "receive": lambda: receive.redeem(ctx, b, token[-1]),
-            "melt": lambda: melt.pay(ctx, a, url, invoice),
+            "melt": melt_op,
         },
         meter,
     )
@@ -192,16 +222,19 @@ def main(argv: list[str] | None = None) -> int:
         keysets = fetch_keysets(MintClient(running.url))
         fa, fb = (FloorWallet(MintClient(running.url), keysets) for _ in range(2))
         for _ in range(3):  # warm-up: connections, keyset cache, the wallet's small amounts
-            one_round(ctx, url, a, b, meter)
+            for way in TASKS:
+                one_round(ctx, url, a, b, meter, two_step=way == "2-step")
             floor_one_round(fa, fb, meter)
         profiler = cProfile.Profile() if args.cprofile else None
-        rounds, floors = [], []
-        for _ in range(args.rounds):  # interleaved, so both see the same machine
-            if profiler:
-                profiler.enable()
-            rounds.append(one_round(ctx, url, a, b, meter))
-            if profiler:
-                profiler.disable()
+        rounds: dict[str, list[dict[str, dict]]] = {way: [] for way in TASKS}
+        floors = []
+        for _ in range(args.rounds):  # by turns, so all see the same machine
+            for way in TASKS:
+                if profiler:
+                    profiler.enable()
+                rounds[way].append(one_round(ctx, url, a, b, meter, two_step=way == "2-step"))
+                if profiler:
+                    profiler.disable()
             floors.append(floor_one_round(fa, fb, meter))
         if profiler:
             profiler.dump_stats(args.cprofile)
@@ -214,28 +247,40 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         running.stop()
     rtt = celery_round_trip(args.database_url, args.redis_url)
+    floor = medians(floors)
+    for way, tasks in TASKS.items():
+        report(way, medians(rounds[way]), floor, tasks, rtt, args.rounds)
+    print(f"Celery round trip of a one-read task (cashu.ops.get), median: {rtt:.2f} ms")
+    return 0
 
-    print(f"sagas in-process, {args.rounds} rounds, ms per operation (medians)")
+
+def report(
+    way: str,
+    ours: dict[str, dict[str, float]],
+    floor: dict[str, dict[str, float]],
+    tasks: dict[str, int],
+    rtt: float,
+    rounds: int,
+) -> None:
+    print(f"sagas in-process, {way}, {rounds} rounds, ms per operation (medians)")
     header = ["", "total", "mint HTTP", "Postgres", "rest", "requests", "statements", "commits"]
     print(f"{header[0]:<9}" + "".join(f"{h:>11}" for h in header[1:]))
-    ours, floor = medians(rounds), medians(floors)
     for kind in (*KINDS, "round"):
         m = ours[kind]
         line = f"{kind:<9}" + "".join(f"{m[k]:>11.1f}" for k in ("ms", "http", "sql", "rest"))
         if kind != "round":
             line += "".join(f"{m[k]:>11.0f}" for k in ("n_http", "n_statements", "n_commits"))
         print(line)
-    print(f"\nCelery round trip of a one-read task (cashu.ops.get), median: {rtt:.2f} ms")
 
     # The least this engine can take: its own mint requests and Postgres work, the
     # floor's Python (the same cryptography), and its Celery calls; no Python of its own.
-    print("\nagainst the floor, run interleaved (ms per operation, medians)")
+    print(f"\n{way} against the floor, run by turns (ms per operation, medians)")
     header = ["", "floor", "its HTTP", "its rest", "our HTTP", "Postgres", "Celery", "least"]
     header += ["least/fl", "ours", "ours/fl"]
     print(f"{header[0]:<9}" + "".join(f"{h:>10}" for h in header[1:]))
     for kind in (*KINDS, "round"):
         f, m = floor[kind], ours[kind]
-        celery = rtt * (sum(TASKS.values()) if kind == "round" else TASKS[kind])
+        celery = rtt * (sum(tasks.values()) if kind == "round" else tasks[kind])
         least = m["http"] + m["sql"] + f["rest"] + celery
         whole = m["ms"] + celery
         figures = (f["ms"], f["http"], f["rest"], m["http"], m["sql"], celery, least)
@@ -244,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(f"{x:>10.1f}" for x in figures)
             + f"{least / f['ms']:>10.2f}{whole:>10.1f}{whole / f['ms']:>10.2f}"
         )
-    return 0
+    print()
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,32 +430,110 @@ def _proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+@dataclass(frozen=True)
+class ProcessTable:
+    """One pass over /proc: each process's command, parent and CPU ticks so far."""
+
+    command: dict[int, str]
+    parent: dict[int, int]
+    ticks: dict[int, int]
+
+    @classmethod
+    def read(cls) -> ProcessTable:
+        command, parent, ticks = {}, {}, {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                name, fields = _stat(entry / "stat")
+                pid = int(entry.name)
+                command[pid], parent[pid] = name, int(fields[1])
+                ticks[pid] = _ticks(fields)
+        return cls(command, parent, ticks)
+
+    def tree(self, root: int) -> list[int]:
+        """`root` and all its descendants."""
+        children: dict[int, list[int]] = {}
+        for pid, ppid in self.parent.items():
+            children.setdefault(ppid, []).append(pid)
+        found, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def named(self, command: str) -> list[int]:
+        """Every process running `command` (postgres: the server and all its backends)."""
+        return [pid for pid, name in self.command.items() if name == command]
+
+
+def _stat(path: Path) -> tuple[str, list[str]]:
+    """A /proc stat file: the command, and the fields after it (state first)."""
+    head, _, rest = path.read_text().rpartition(")")
+    return head.partition("(")[2], rest.split()
+
+
+def _ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def main_thread_ticks() -> int:
+    """The CPU ticks this script's main thread has used so far."""
+    tid = threading.main_thread().native_id or os.getpid()
+    return _ticks(_stat(Path(f"/proc/self/task/{tid}/stat"))[1])
+
+
+class CpuPerRound:
+    """The CPU each part of the system spends on each way's rounds, taken by turns.
+
+    On a machine of two cores the round is a chain of waits on one process after another,
+    so nearly every millisecond of CPU anywhere is a millisecond of the round; and CPU is
+    steadier than wall time when the machine drifts. The mint's share is the yardstick: it
+    is the same work whoever asks. The client is this script's main thread (the floor, and
+    the worker's caller), not its memory sampler."""
+
+    def __init__(self, parts: dict[str, Callable[[ProcessTable], list[int]]]) -> None:
+        self.parts = parts  # part -> its processes in a reading of /proc
+        self.ms: dict[str, Counter[str]] = {}
+        self.rounds: Counter[str] = Counter()
+
+    def _ticks(self) -> dict[str, int]:
+        table = ProcessTable.read()
+        return {
+            part: sum(table.ticks.get(pid, 0) for pid in pids(table))
+            for part, pids in self.parts.items()
+        }
+
+    @contextlib.contextmanager
+    def round_of(self, way: str) -> Iterator[None]:
+        # The client's ticks are read nearest the round, so that reading /proc is not its.
+        before = self._ticks()
+        before["client"] = main_thread_ticks()
+        yield
+        after = {"client": main_thread_ticks()} | self._ticks()
+        per_tick = 1000 / os.sysconf("SC_CLK_TCK")
+        self.ms.setdefault(way, Counter()).update(
+            {part: (after[part] - before[part]) * per_tick for part in after}
+        )
+        self.rounds[way] += 1
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """Per way, ms of CPU per round for each part."""
+        return {
+            way: {part: ms[part] / self.rounds[way] for part in ms} for way, ms in self.ms.items()
+        }
+
+
 def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants, from /proc/<pid>/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
+    """`root` and all its descendants, now."""
+    return ProcessTable.read().tree(root)
 
 
 def cpu_seconds(root: int) -> float:
     """CPU time (user + system) the process tree of `root` has used so far, in seconds."""
-    ticks = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    table = ProcessTable.read()
+    return sum(table.ticks.get(pid, 0) for pid in table.tree(root)) / os.sysconf("SC_CLK_TCK")
 
 
 class MemorySampler:
@@ -990,6 +1069,17 @@ def run_benchmark(
         for peer in running_peers.values():
             peer.wait_ready()
         reps: dict[str, list[dict]] = {way: [] for way in ways}
+        cpu = CpuPerRound(
+            {
+                "worker": lambda t: [*t.tree(worker.proc.pid), *t.tree(beat.pid)],
+                "Postgres": lambda t: t.named("postgres"),
+                "Redis": lambda t: t.named("redis-server"),
+                "peer": lambda t: [
+                    p for peer in running_peers.values() for p in t.tree(peer.proc.pid)
+                ],
+                "mint": lambda t: t.tree(mint.proc.pid),
+            }
+        )
         sent_from: list[str] = []
         tasks_per_round: dict[str, list[float]] = {"worker": [], "worker 2-step": []}
         for rep in range(repeat):
@@ -1006,15 +1096,17 @@ def run_benchmark(
             }
             tasks = dict.fromkeys(wallets, 0)
             for _ in range(rounds):
-                floor_round(fa, fb, invoices.pop(), tallies["floor"])
+                with cpu.round_of("floor"):
+                    floor_round(fa, fb, invoices.pop(), tallies["floor"])
                 for way, (a, b) in wallets.items():
                     before = client.tasks
-                    worker_round(
-                        client, url, a, b, invoices.pop(), tallies[way], two_step=way != "worker"
-                    )
+                    two_step = way != "worker"
+                    with cpu.round_of(way):
+                        worker_round(client, url, a, b, invoices.pop(), tallies[way], two_step)
                     tasks[way] += client.tasks - before
-                for peer in running_peers.values():
-                    peer.round()
+                for way, peer in running_peers.items():
+                    with cpu.round_of(way):
+                        peer.round()
             reps["floor"].append(tallies["floor"].as_dict() | {"balance": fa.balance + fb.balance})
             for way, (a, b) in wallets.items():
                 balance = client.balance(a)["spendable"] + client.balance(b)["spendable"]
@@ -1033,6 +1125,7 @@ def run_benchmark(
             for r in way_reps:
                 r["fees_by_balance"] = r["minted"] - r["melted"] - r["routing"] - r["balance"]
         result["ways"] = ways
+        result["cpu_ms_per_round"] = cpu.report()
         result["nutshell_version"] = nutshell["version"]
         result["per_op_ms"] = {way: _per_op(reps[way]) for way in ways}
         pairs = [(w, o) for w in ("worker", "worker 2-step") for o in ("floor", "nutshell", *peers)]
@@ -1175,6 +1268,29 @@ def _peer_versions(result: dict[str, Any]) -> str:
     return ", ".join(parts) + (f" (Node {node})" if node else "")
 
 
+def _cpu_lines(cpu: dict[str, dict[str, float]] | None) -> list[str]:
+    """The CPU-per-round table: each way's parts, its total, and the total over the mint's
+    own (the yardstick: the mint does the same work for every way)."""
+    if not cpu:
+        return []
+    parts = ["client", "worker", "Postgres", "Redis", "peer", "mint"]
+    lines = [
+        "",
+        "CPU per round, ms (by turns as above; worker: the worker and the beat; client: this",
+        "script's caller, or the floor itself; peer: the Node process. The mint does the same",
+        "work for every way, so total / mint compares them whatever the machine's speed)",
+        f"{'':<14}" + "".join(f"{part:>10}" for part in parts) + f"{'total':>8}{'/mint':>7}",
+    ]
+    for way, ms in cpu.items():
+        total = sum(ms.values())
+        lines.append(
+            f"{way:<14}"
+            + "".join(f"{ms[part]:>10.1f}" for part in parts)
+            + f"{total:>8.1f}{total / ms['mint'] if ms['mint'] else float('nan'):>7.2f}"
+        )
+    return lines
+
+
 def format_report(result: dict[str, Any]) -> str:
     s = result["settings"]
     per_op, ratios = result["per_op_ms"], result["ratios"]
@@ -1226,6 +1342,7 @@ def format_report(result: dict[str, Any]) -> str:
     for way, counts in result.get("peer_requests_per_round", {}).items():
         split = ", ".join(f"{k} {counts[k]:.1f}" for k in KINDS)
         lines.append(f"({way}: {sum(counts.values()):.1f} requests to the mint a round: {split})")
+    lines += _cpu_lines(result.get("cpu_ms_per_round"))
     lines += [
         "",
         f"throughput, cashu-worker ({s['rounds']} rounds per client, each its own wallet pair;"

@@ -79,6 +79,16 @@ def test_a_small_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
     memory = result["worker_memory"]
     assert memory["processes"] >= 2 and memory["peak_rss_sum_mb"] > 0
 
+    cpu = result["cpu_ms_per_round"]
+    assert set(cpu) == {"worker", "worker 2-step", "floor", *PEERS}  # Nutshell runs apart
+    for way, parts in cpu.items():
+        assert parts["mint"] > 0, (way, parts)  # every way asks the mint for the same work
+    for way in ("worker", "worker 2-step"):  # CPU is counted in 10 ms ticks: 2 rounds see some
+        assert cpu[way]["worker"] > 0 and cpu[way]["Postgres"] > 0, (way, cpu[way])
+    for peer in PEERS:
+        assert cpu[peer]["peer"] > 0, (peer, cpu[peer])
+    assert "CPU per round" in proc.stdout
+
     assert result["sends_finalized_by_watcher"]["wallets"] == 2  # one per worker way
     assert {t["name"].split(":")[0] for t in result["targets"]} >= {*KINDS, "round", "workload"}
 
@@ -92,7 +102,6 @@ def test_the_round_profile_splits_every_operation() -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    sagas, _, against_floor = proc.stdout.partition("against the floor")
 
     def rounding(terms: int) -> float:
         """How far a sum of `terms` figures printed to 0.1 may be from its printed total."""
@@ -102,20 +111,28 @@ def test_the_round_profile_splits_every_operation() -> None:
         rows = (line.split() for line in text.splitlines())
         return {row[0]: list(map(float, row[1:])) for row in rows if row and row[0] in KINDS}
 
-    for kind, row in table(sagas).items():
-        total, http, sql, rest, requests, statements, commits = row
-        assert total > 0 and sql > 0 and statements > 0 and commits > 0, (kind, row)
-        assert abs(total - (http + sql + rest)) <= rounding(3), (kind, row)
-        if kind != "send":  # a send of proofs that add up exactly asks the mint nothing
-            assert requests > 0, (kind, row)
-    floor_rows = table(against_floor)
-    assert set(floor_rows) == set(KINDS)
-    for kind, row in floor_rows.items():
-        floor, its_http, its_rest, our_http, sql, celery, least, least_ratio, ours, ratio = row
-        assert floor > 0 and its_http > 0 and celery > 0, (kind, row)
-        assert abs(least - (our_http + sql + its_rest + celery)) <= rounding(4), (kind, row)
-        assert least <= ours, (kind, row)
-        assert ratio == pytest.approx(ours / floor, rel=0.03), (kind, row)  # printed rounded
+    celery_by_way = {}
+    for way, tasks in (("one-call", (2, 1, 1, 1)), ("2-step", (2, 2, 1, 2))):
+        start = proc.stdout.index(f"sagas in-process, {way},")
+        sagas, _, rest = proc.stdout[start:].partition(f"{way} against the floor")
+        against_floor = rest.partition("\n\n")[0]
+        for kind, row in table(sagas).items():
+            total, http, sql, rest_ms, requests, statements, commits = row
+            assert total > 0 and sql > 0 and statements > 0 and commits > 0, (way, kind, row)
+            assert abs(total - (http + sql + rest_ms)) <= rounding(3), (way, kind, row)
+            if kind != "send":  # a send of proofs that add up exactly asks the mint nothing
+                assert requests > 0, (way, kind, row)
+        floor_rows = table(against_floor)
+        assert set(floor_rows) == set(KINDS), way
+        for (kind, row), calls in zip(floor_rows.items(), tasks, strict=True):
+            floor, its_http, its_rest, our_http, sql, celery, least, _, ours, ratio = row
+            assert floor > 0 and its_http > 0 and celery > 0, (way, kind, row)
+            assert abs(least - (our_http + sql + its_rest + celery)) <= rounding(4), (way, kind)
+            assert least <= ours, (way, kind, row)
+            assert ratio == pytest.approx(ours / floor, rel=0.03), (way, kind, row)  # rounded
+            celery_by_way[way, kind] = celery / calls  # one round trip's worth per call
+    per_call = celery_by_way.values()
+    assert max(per_call) - min(per_call) <= 0.1, celery_by_way  # both ways' calls cost alike
     assert "Celery round trip" in proc.stdout
 
 
