@@ -498,7 +498,7 @@ class CpuPerRound:
         self.ms: dict[str, Counter[str]] = {}
         self.rounds: Counter[str] = Counter()
 
-    def _ticks(self) -> dict[str, int]:
+    def _ticks_by_part(self) -> dict[str, int]:
         table = ProcessTable.read()
         return {
             part: sum(table.ticks.get(pid, 0) for pid in pids(table))
@@ -508,10 +508,10 @@ class CpuPerRound:
     @contextlib.contextmanager
     def round_of(self, way: str) -> Iterator[None]:
         # The client's ticks are read nearest the round, so that reading /proc is not its.
-        before = self._ticks()
+        before = self._ticks_by_part()
         before["client"] = main_thread_ticks()
         yield
-        after = {"client": main_thread_ticks()} | self._ticks()
+        after = {"client": main_thread_ticks()} | self._ticks_by_part()
         per_tick = 1000 / os.sysconf("SC_CLK_TCK")
         self.ms.setdefault(way, Counter()).update(
             {part: (after[part] - before[part]) * per_tick for part in after}
